@@ -1,0 +1,6 @@
+"""Load benchmarks of the service's unary paths, each measured against a bare grpc.aio echo.
+
+``python -m bench`` (see ``bench/README.md``) drives the real service and the echo in
+``bench/echo_server.py`` with h2load and prints one JSON object. Adding a path is one
+row in ``bench/paths.py``.
+"""

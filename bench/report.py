@@ -1,0 +1,112 @@
+"""Turn measured rounds into the one JSON object and the short table.
+
+Medians over rounds damp the noise of a shared two-core machine; ratios against the
+echo of the same run and the same concurrency make runs on different days comparable.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MIB = 1024 * 1024
+MEDIAN_FIELDS = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_call", "postgres_cpu_us_per_call")
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One measured h2load run of one path."""
+
+    path: str
+    concurrency: str
+    round: int
+    requests: int  # asked of h2load
+    succeeded: int  # h2load's count
+    failed: int
+    errored: int
+    timeout: int
+    server_ok: int  # the server's OK counter, after minus before
+    elapsed_s: float
+    rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    server_cpu_us_per_call: float | None
+    postgres_cpu_us_per_call: float | None
+    server_rss_mib: float
+
+    def as_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        del record["path"], record["concurrency"]
+        return {key: round(value, 3) if isinstance(value, float) else value for key, value in record.items()}
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return round(statistics.median(present), 3) if present else None
+
+
+def _ratio(value: float | None, baseline: float | None) -> float | None:
+    if value is None or not baseline:
+        return None
+    return round(value / baseline, 3)
+
+
+def medians(rounds: Sequence[RoundResult]) -> dict[str, float | None]:
+    return {name: _median(getattr(result, name) for result in rounds) for name in MEDIAN_FIELDS}
+
+
+def build_results(
+    rounds: Sequence[RoundResult], concurrency: Sequence[tuple[str, int, int]], paths: Sequence[tuple[str, str, str]], baseline: str
+) -> list[dict[str, Any]]:
+    """Per concurrency: per path its rounds, medians and ratios to the baseline's medians.
+
+    concurrency holds (label, connections, streams); paths holds (name, method, server).
+    """
+    results: list[dict[str, Any]] = []
+    for label, connections, streams in concurrency:
+        by_path: dict[str, Any] = {}
+        base = medians([result for result in rounds if result.concurrency == label and result.path == baseline])
+        for name, method, server in paths:
+            mine = [result for result in rounds if result.concurrency == label and result.path == name]
+            if not mine:
+                continue
+            middle = medians(mine)
+            by_path[name] = {
+                "method": method,
+                "server": server,
+                "rounds": [result.as_json() for result in mine],
+                "median": middle,
+                "vs_echo": {
+                    "rps": _ratio(middle["rps"], base["rps"]),
+                    "p50_ms": _ratio(middle["p50_ms"], base["p50_ms"]),
+                    "server_cpu_us_per_call": _ratio(middle["server_cpu_us_per_call"], base["server_cpu_us_per_call"]),
+                },
+            }
+        results.append({"concurrency": label, "connections": connections, "streams": streams, "paths": by_path})
+    return results
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(results: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width summary of build_results' output, one block per concurrency."""
+    lines: list[str] = []
+    header = f"{'path':<14}{'RPC/s per round':<24}{'median':>8}{'×echo':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU µs/call':>12}{'×echo':>7}{'PG µs/call':>11}"
+    for block in results:
+        lines.append(f"concurrency {block['concurrency']} ({block['connections']} connections × {block['streams']} streams)")
+        lines.append(header)
+        for name, entry in block["paths"].items():
+            middle, ratio = entry["median"], entry["vs_echo"]
+            per_round = " ".join(f"{result['rps']:.0f}" for result in entry["rounds"])
+            lines.append(
+                f"{name:<14}{per_round:<24}{_cell(middle['rps'], '.0f'):>8}{_cell(ratio['rps'], '.2f'):>7}"
+                f"{_cell(middle['p50_ms'], '.2f'):>8}{_cell(middle['p99_ms'], '.2f'):>8}"
+                f"{_cell(middle['server_cpu_us_per_call'], '.0f'):>12}{_cell(ratio['server_cpu_us_per_call'], '.2f'):>7}"
+                f"{_cell(middle['postgres_cpu_us_per_call'], '.0f'):>11}"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""Start, wait for and stop the two measured servers, each as its own process.
+
+Both run from the repo root with the runner's interpreter (the venv's), so the echo
+and the service share grpcio, protobuf and uvloop. Their output goes to a log file in
+the work directory, whose tail is shown when one fails to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench import echo_server
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerError(RuntimeError):
+    """A server did not start or become ready; the message holds its log tail."""
+
+
+def free_port() -> int:
+    """A port the kernel just had free on 127.0.0.1 (it may be taken again: rare, and it fails loudly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the runner dies, so a killed run leaves no servers behind."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class ServerProcess:
+    """One running server: its process, its ports and its log."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def url(self, method: str) -> str:
+        return f"http://{self.target}{method}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after grace_s; safe to call twice or after the process died."""
+        if self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), grace_s)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def _spawn(name: str, args: list[str], env: Mapping[str, str], workdir: Path, grpc_port: int, metrics_port: int) -> ServerProcess:
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *args, cwd=REPO_ROOT, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+            stdout=log, stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )
+    return ServerProcess(name, process, grpc_port, metrics_port, log_path)
+
+
+async def _wait_ready(server: ServerProcess, probe: Callable[[grpc.aio.Channel], Awaitable[bool]], timeout_s: float) -> None:
+    """Poll probe until it says ready, the process exits, or timeout_s passes."""
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer yet"
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        while time.monotonic() < deadline:
+            if server.process.returncode is not None:
+                raise ServerError(f"{server.name} exited with {server.process.returncode} while starting:\n{server.log_tail()}")
+            try:
+                if await probe(channel):
+                    return
+                last_error = "not serving yet"
+            except grpc.aio.AioRpcError as error:
+                last_error = f"{error.code().name}: {error.details()}"
+            await asyncio.sleep(0.25)
+    await server.stop(grace_s=5)
+    raise ServerError(f"{server.name} was not ready within {timeout_s:g}s ({last_error}):\n{server.log_tail()}")
+
+
+async def start_echo(workdir: Path, timeout_s: float = 30.0) -> ServerProcess:
+    """The bare echo of bench/echo_server.py, ready when an echo call answers."""
+    grpc_port, metrics_port = free_port(), free_port()
+    args = [sys.executable, "-m", "bench.echo_server", "--address", f"127.0.0.1:{grpc_port}", "--metrics-port", str(metrics_port)]
+    server = await _spawn("echo", args, os.environ, workdir, grpc_port, metrics_port)
+
+    async def answers(channel: grpc.aio.Channel) -> bool:
+        await channel.unary_unary(echo_server.PATH)(b"ping", timeout=2.0)
+        return True
+
+    await _wait_ready(server, answers, timeout_s)
+    return server
+
+
+def service_env(base: Mapping[str, str], *, grpc_port: int, metrics_port: int, database_url: str | None, extra: Mapping[str, str]) -> dict[str, str]:
+    """The service's environment: ours, its ports, no cache, and the database choice.
+
+    Without a database URL, DATABASE_URL and DB_HOST are removed so the server starts
+    its embedded PostgreSQL, as ``make run`` does.
+    """
+    env = {key: value for key, value in base.items() if key not in ("DATABASE_URL", "DB_HOST")}
+    env.update(
+        GRPC_ADDRESS=f"127.0.0.1:{grpc_port}",
+        METRICS_PORT=str(metrics_port),
+        CACHE_BACKEND="none",  # the bench measures uncached reads
+        LOG_LEVEL="WARNING",
+    )
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+async def start_service(workdir: Path, *, database_url: str | None, extra_env: Mapping[str, str], timeout_s: float) -> ServerProcess:
+    """``python -m server``, ready when the standard health check says SERVING."""
+    grpc_port, metrics_port = free_port(), free_port()
+    env = service_env(os.environ, grpc_port=grpc_port, metrics_port=metrics_port, database_url=database_url, extra=extra_env)
+    server = await _spawn("service", [sys.executable, "-m", "server"], env, workdir, grpc_port, metrics_port)
+
+    async def serving(channel: grpc.aio.Channel) -> bool:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    await _wait_ready(server, serving, timeout_s)
+    return server
+
+
+def embedded_pgdata(database_url: str | None, extra_env: Mapping[str, str]) -> Path | None:
+    """The embedded PostgreSQL's data directory when the service runs one, else None."""
+    if database_url:
+        return None
+    configured = extra_env.get("EMBEDDED_PG_DIR") or os.environ.get("EMBEDDED_PG_DIR") or ".data/postgres"
+    return (REPO_ROOT / configured).resolve()

@@ -1,0 +1,1 @@
+"""Python client of dataservice: generated messages and stubs live in ``dataservice.v1``."""

@@ -1,0 +1,98 @@
+"""Command line: ``python -m server`` serves; ``python -m server migrate up|down|status|to N|new NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import uvloop
+
+from server.app import App
+from server.config import ConfigError, Settings
+from server.db import migrate
+from server.db.embedded import start_embedded_postgres
+from server.logs import configure_logging
+
+log = logging.getLogger("server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve gRPC (the default)")
+    migrate_parser = commands.add_parser("migrate", help="move the database schema")
+    actions = migrate_parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("up", help="apply every pending migration")
+    actions.add_parser("down", help="revert the latest applied migration")
+    actions.add_parser("status", help="list migrations and their state")
+    to = actions.add_parser("to", help="apply or revert until VERSION is the latest applied")
+    to.add_argument("version", type=int)
+    new = actions.add_parser("new", help="create an empty NNNN_NAME.up.sql/.down.sql pair")
+    new.add_argument("name")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "migrate":
+            return uvloop.run(_migrate(settings, args))
+        return uvloop.run(_serve(settings))
+    except migrate.MigrationError as exc:
+        print(f"migration error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings: Settings) -> int:
+    app = App(settings)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    try:
+        await app.start()
+        await stop_requested.wait()
+    finally:
+        await app.stop()
+    return 0
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "new":
+        up, down = migrate.new_migration(settings.migrations_dir, args.name)
+        print(f"created {up} and {down}")
+        return 0
+    if settings.database_url is None:
+        dsn = await asyncio.to_thread(start_embedded_postgres, settings.embedded_pg_dir)
+    else:
+        dsn = settings.database_url.reveal()
+    migrator = migrate.Migrator(
+        dsn, migrate.load_migrations(settings.migrations_dir), connect_timeout=settings.db_connect_timeout_seconds
+    )
+    if args.action == "status":
+        for line in await migrator.status():
+            applied = line.applied_at.isoformat() if line.applied_at else ""
+            print(f"{line.version:04d}  {line.name:<32} {line.state:<8} {applied}")
+        return 0
+    if args.action == "up":
+        changed = await migrator.up()
+    elif args.action == "down":
+        changed = await migrator.down()
+    else:
+        changed = await migrator.to(args.version)
+    for migration in changed:
+        print(f"{args.action}: {migration.label}")
+    if not changed:
+        print("nothing to do")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One servicer per proto service: validate the request, convert proto to domain, call the store, convert back."""

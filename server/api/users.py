@@ -1,0 +1,165 @@
+"""UserService: accounts, profile updates and password checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from dataservice.v1 import user_service_pb2 as pb
+from dataservice.v1 import user_service_pb2_grpc as pb_grpc
+
+from server.api import convert, paging
+from server.api.validation import Violations
+from server.db.database import Database
+from server.domain import PageCursor, User, UserChanges
+from server.errors import Unauthenticated
+from server.passwords import Passwords
+from server.store import users as store
+
+MAX_PREFERENCES_BYTES = 16 * 1024
+UPDATABLE_FIELDS = frozenset({"email", "display_name", "preferences"})
+_PAGE_KIND = "users"
+_BAD_CREDENTIALS = "email or password is incorrect"
+
+
+class UserServicer(pb_grpc.UserServiceServicer):
+    """Serves dataservice.v1.UserService over the users store."""
+
+    def __init__(self, db: Database, passwords: Passwords) -> None:
+        self._db = db
+        self._passwords = passwords
+
+    async def CreateUser(self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> pb.CreateUserResponse:
+        check = Violations()
+        email = check.email("user.email", request.user.email)
+        display_name = check.text("user.display_name", request.user.display_name, min_length=1, max_length=100)
+        preferences = _preferences(check, "user.preferences", request.user)
+        _password(check, "password", request.password)
+        request_id = check.uuid("request_id", request.request_id, required=False)
+        check.raise_if_any()
+        user = await store.create_user(
+            self._db,
+            email=email,
+            display_name=display_name,
+            preferences=preferences or {},
+            password_hash=await self._passwords.hash(request.password),
+            request_id=request_id,
+        )
+        return pb.CreateUserResponse(user=user_message(user))
+
+    async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.GetUserResponse:
+        check = Violations()
+        user_id = check.uuid("id", request.id)
+        check.raise_if_any()
+        return pb.GetUserResponse(user=user_message(await store.get_user(self._db, user_id)))
+
+    async def LookupUser(self, request: pb.LookupUserRequest, context: grpc.aio.ServicerContext) -> pb.LookupUserResponse:
+        check = Violations()
+        email = check.email("email", request.email)
+        check.raise_if_any()
+        return pb.LookupUserResponse(user=user_message(await store.get_user_by_email(self._db, email)))
+
+    async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
+        size = paging.page_size(request.page_size)
+        after = paging.decode_token(_PAGE_KIND, request.page_token)
+        # One row more than the page tells whether another page follows, without a count query.
+        users = await store.list_users(self._db, after=after, limit=size + 1)
+        next_token = ""
+        if len(users) > size:
+            users = users[:size]
+            last = users[-1]
+            next_token = paging.encode_token(_PAGE_KIND, PageCursor(last.created_at, last.id))
+        return pb.ListUsersResponse(users=[user_message(user) for user in users], next_page_token=next_token)
+
+    async def UpdateUser(self, request: pb.UpdateUserRequest, context: grpc.aio.ServicerContext) -> pb.UpdateUserResponse:
+        check = Violations()
+        user_id = check.uuid("user.id", request.user.id)
+        paths = set(request.update_mask.paths)
+        if not paths:
+            check.add("update_mask", f"required; name the fields to change: {', '.join(sorted(UPDATABLE_FIELDS))}")
+        for path in sorted(paths - UPDATABLE_FIELDS):
+            check.add("update_mask", f"{path!r} is not an updatable field; use {', '.join(sorted(UPDATABLE_FIELDS))}")
+        changes = UserChanges(
+            email=check.email("user.email", request.user.email) if "email" in paths else None,
+            display_name=(
+                check.text("user.display_name", request.user.display_name, min_length=1, max_length=100)
+                if "display_name" in paths
+                else None
+            ),
+            preferences=(_preferences(check, "user.preferences", request.user) or {}) if "preferences" in paths else None,
+        )
+        expected_version = check.etag("etag", request.etag)
+        check.raise_if_any()
+        user = await store.update_user(self._db, user_id, changes, expected_version=expected_version)
+        return pb.UpdateUserResponse(user=user_message(user))
+
+    async def DeleteUser(self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext) -> pb.DeleteUserResponse:
+        check = Violations()
+        user_id = check.uuid("id", request.id)
+        expected_version = check.etag("etag", request.etag)
+        check.raise_if_any()
+        await store.delete_user(self._db, user_id, expected_version=expected_version)
+        return pb.DeleteUserResponse()
+
+    async def AuthenticateUser(
+        self, request: pb.AuthenticateUserRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthenticateUserResponse:
+        check = Violations()
+        email = check.email("email", request.email)
+        if not request.password:
+            check.add("password", "required")
+        check.raise_if_any()
+        credentials = await store.get_credentials_by_email(self._db, email)
+        if credentials is None:
+            await self._passwords.verify_absent(request.password)
+            raise Unauthenticated(_BAD_CREDENTIALS)
+        if not await self._passwords.verify(credentials.password_hash, request.password):
+            raise Unauthenticated(_BAD_CREDENTIALS)
+        return pb.AuthenticateUserResponse(user=user_message(credentials.user))
+
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangePasswordResponse:
+        check = Violations()
+        user_id = check.uuid("id", request.id)
+        if not request.old_password:
+            check.add("old_password", "required")
+        _password(check, "new_password", request.new_password)
+        check.raise_if_any()
+        credentials = await store.get_credentials(self._db, user_id)
+        if not await self._passwords.verify(credentials.password_hash, request.old_password):
+            raise Unauthenticated("the current password is incorrect")
+        new_hash = await self._passwords.hash(request.new_password)
+        await store.set_password_hash(self._db, user_id, new_hash=new_hash, old_hash=credentials.password_hash)
+        return pb.ChangePasswordResponse()
+
+
+def user_message(user: User) -> pb.User:
+    return pb.User(
+        id=str(user.id),
+        email=user.email,
+        display_name=user.display_name,
+        preferences=convert.struct(user.preferences),
+        create_time=convert.timestamp(user.created_at),
+        update_time=convert.timestamp(user.updated_at),
+        etag=str(user.version),
+    )
+
+
+def _password(check: Violations, field: str, value: str) -> None:
+    if len(value) < 8:
+        check.add(field, "must be at least 8 characters")
+    elif len(value) > 256:
+        check.add(field, "must be at most 256 characters")
+
+
+def _preferences(check: Violations, field: str, user: pb.User) -> dict[str, Any] | None:
+    if not user.HasField("preferences"):
+        return None
+    preferences = convert.struct_to_dict(user.preferences)
+    encoded = convert.json_text(preferences)
+    if len(encoded.encode()) > MAX_PREFERENCES_BYTES:
+        check.add(field, f"must be at most {MAX_PREFERENCES_BYTES} bytes as JSON")
+    elif "\\u0000" in encoded:
+        check.add(field, "must not contain NUL characters")
+    return preferences

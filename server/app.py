@@ -1,0 +1,166 @@
+"""The composition root: builds the pool, stores, servicers, health and reflection, and owns start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+
+import grpc
+from dataservice.v1 import (
+    content_service_pb2,
+    embedding_service_pb2,
+    recommendation_service_pb2,
+    session_service_pb2,
+    user_service_pb2,
+    user_service_pb2_grpc,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from server.api.unimplemented import unimplemented_service
+from server.api.users import UserServicer
+from server.config import Settings
+from server.db import migrate
+from server.db.database import Database
+from server.db.embedded import start_embedded_postgres
+from server.db.pool import create_pool
+from server.health import NOT_SERVING, HealthMonitor
+from server.interceptors import RpcInterceptor
+from server.metrics import RpcMetrics, serve_metrics
+from server.passwords import Passwords
+from server.secret import mask_url
+
+log = logging.getLogger(__name__)
+
+_PLANNED = [
+    (session_service_pb2, "SessionService", "sessions arrive with the session and content issue"),
+    (content_service_pb2, "ContentService", "content arrives with the session and content issue"),
+    (recommendation_service_pb2, "RecommendationService", "recommendations arrive with the embeddings issue"),
+    (embedding_service_pb2, "EmbeddingService", "embeddings arrive with the embeddings issue"),
+]
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the protos promise 16 MiB for embedding batches
+
+
+class AppState(enum.Enum):
+    CREATED = "created"  # built, nothing started
+    RUNNING = "running"  # serving RPCs (health may still say NOT_SERVING while the database is away)
+    STOPPED = "stopped"  # stopped for good; an App is never restarted
+
+
+class App:
+    """One running dataservice: ``await start()``, then ``await wait_for_termination()`` or ``await stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics_registry = CollectorRegistry()
+        self._state = AppState.CREATED
+        self._server: grpc.aio.Server | None = None
+        self._pool = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self.health = HealthServicer()
+        self.port = 0
+        self.dsn = ""
+
+    @property
+    def state(self) -> AppState:
+        return self._state
+
+    async def start(self) -> int:
+        """Starts serving and returns the bound port. The database may be down: health says so until it is up."""
+        if self._state is not AppState.CREATED:
+            raise RuntimeError(f"cannot start an App that is {self._state.value}; build a new one")
+        settings = self.settings
+        self._state = AppState.RUNNING
+        if settings.database_url is None:
+            self.dsn = await asyncio.to_thread(start_embedded_postgres, settings.embedded_pg_dir)
+        else:
+            self.dsn = settings.database_url.reveal()
+        migrations = migrate.load_migrations(settings.migrations_dir)
+        self._pool = await create_pool(self.dsn, settings)
+        db = Database(self._pool, settings.db_command_timeout_seconds)
+        passwords = await asyncio.to_thread(
+            Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
+        )
+
+        service_names = [
+            user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+            *(module.DESCRIPTOR.services_by_name[name].full_name for module, name, _ in _PLANNED),
+        ]
+        for name in ["", *service_names]:
+            await self.health.set(name, NOT_SERVING)
+
+        server = grpc.aio.server(
+            interceptors=[RpcInterceptor(RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        user_service_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(db, passwords), server)
+        server.add_generic_rpc_handlers(
+            [unimplemented_service(module.DESCRIPTOR.services_by_name[name], why) for module, name, why in _PLANNED]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+        self.port = server.add_insecure_port(settings.grpc_address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind GRPC_ADDRESS {settings.grpc_address}")
+        await server.start()
+        self._server = server
+
+        migrator = migrate.Migrator(self.dsn, migrations, connect_timeout=settings.db_connect_timeout_seconds)
+        monitor = HealthMonitor(
+            self.health,
+            service_names,
+            self._pool,
+            latest_version=migrate.latest_version(migrations),
+            migrate_up=migrator.up if settings.migrate_on_start else None,
+            interval_seconds=settings.health_check_interval_seconds,
+            check_timeout_seconds=max(settings.db_connect_timeout_seconds, 30.0),
+        )
+        await monitor.check_once()  # be SERVING at once when the database is already there
+        self._monitor_task = asyncio.create_task(monitor.run(), name="health-monitor")
+        if settings.metrics_port is not None:
+            serve_metrics(self.metrics_registry, settings.metrics_port)
+        log.info(
+            "serving",
+            extra={"port": self.port, "database": mask_url(self.dsn), "serving": monitor.serving},
+        )
+        return self.port
+
+    async def wait_for_termination(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Stops serving: health NOT_SERVING, in-flight RPCs finish within the grace, then the pool closes.
+
+        Idempotent, and safe before ``start``.
+        """
+        if self._state is not AppState.RUNNING:
+            self._state = AppState.STOPPED
+            return
+        self._state = AppState.STOPPED
+        grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        log.info("stopping", extra={"grace_seconds": grace})
+        await self.health.enter_graceful_shutdown()
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout=max(grace, 1.0))
+            except TimeoutError:
+                log.warning("pool did not close in time; terminating its connections")
+                self._pool.terminate()
+        log.info("stopped")

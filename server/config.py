@@ -1,0 +1,257 @@
+"""Settings: the service's whole configuration, read once from the environment and validated at start.
+
+Nothing else in the service reads ``os.environ``. Every invalid value fails ``Settings.from_env`` with one
+``ConfigError`` line naming the variable and the bad value (secrets masked), so a bad deploy stops at once.
+The variables and their defaults are listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote, urlsplit
+
+from server.secret import Secret, mask_url
+
+T = TypeVar("T")
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """An environment variable is missing or has a value the service cannot use."""
+
+
+class CacheBackend(enum.Enum):
+    """Where the read-through cache keeps entries."""
+
+    REDIS = "redis"  # shared by all replicas; the production choice
+    MEMORY = "memory"  # in-process; the development default when REDIS_URL is unset
+    NONE = "none"  # no cache: every read goes to PostgreSQL (benchmarks of the uncached path)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, immutable configuration. Build it with ``Settings.from_env(os.environ)``."""
+
+    grpc_address: str = "[::]:50051"
+    """host:port the gRPC server binds; port 0 picks a free one (tests)."""
+    database_url: Secret | None = None
+    """PostgreSQL DSN; None means: start the embedded PostgreSQL in embedded_pg_dir."""
+    embedded_pg_dir: Path = Path(".data/postgres")
+    """Data directory of the embedded PostgreSQL; it persists across restarts."""
+    redis_url: Secret | None = None
+    """Redis URL for the shared cache; None means an in-process cache."""
+    cache_backend: CacheBackend = CacheBackend.MEMORY
+    cache_ttl_seconds: float = 300.0
+    """How long a cached entity may live before it is read again from PostgreSQL."""
+    redis_timeout_seconds: float = 0.25
+    """Socket timeout of every Redis call: an unreachable Redis must cost an RPC little."""
+    db_pool_min_size: int = 2
+    db_pool_max_size: int = 10
+    db_connect_timeout_seconds: float = 5.0
+    db_command_timeout_seconds: float = 10.0
+    """Budget of one RPC's database work when the caller sets no deadline."""
+    db_statement_cache_size: int = 100
+    """asyncpg prepared-statement cache per connection; 0 behind PgBouncer in transaction mode."""
+    migrate_on_start: bool = True
+    migrations_dir: Path = Path("migrations")
+    health_check_interval_seconds: float = 2.0
+    shutdown_grace_seconds: float = 10.0
+    metrics_port: int | None = None
+    """Port of the Prometheus /metrics endpoint; None turns it off."""
+    log_level: str = "INFO"
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 65536
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Builds settings from an environment mapping; raises ConfigError naming the first bad variable."""
+        read = _Reader(env)
+        database_url = _database_url(read)
+        redis_url = read.get("REDIS_URL", _redis_url, None)
+        default_backend = CacheBackend.REDIS if redis_url else CacheBackend.MEMORY
+        backend = read.get("CACHE_BACKEND", _enum(CacheBackend), default_backend)
+        if backend is CacheBackend.REDIS and redis_url is None:
+            raise ConfigError("CACHE_BACKEND: 'redis' needs REDIS_URL to be set")
+        settings = cls(
+            grpc_address=read.get("GRPC_ADDRESS", _address, cls.grpc_address),
+            database_url=database_url,
+            embedded_pg_dir=read.get("EMBEDDED_PG_DIR", Path, cls.embedded_pg_dir),
+            redis_url=Secret(redis_url) if redis_url else None,
+            cache_backend=backend,
+            cache_ttl_seconds=read.get("CACHE_TTL_SECONDS", _positive(float), cls.cache_ttl_seconds),
+            redis_timeout_seconds=read.get("REDIS_TIMEOUT_SECONDS", _positive(float), cls.redis_timeout_seconds),
+            db_pool_min_size=read.get("DB_POOL_MIN_SIZE", _non_negative_int, cls.db_pool_min_size),
+            db_pool_max_size=read.get("DB_POOL_MAX_SIZE", _positive(int), cls.db_pool_max_size),
+            db_connect_timeout_seconds=read.get(
+                "DB_CONNECT_TIMEOUT_SECONDS", _positive(float), cls.db_connect_timeout_seconds
+            ),
+            db_command_timeout_seconds=read.get(
+                "DB_COMMAND_TIMEOUT_SECONDS", _positive(float), cls.db_command_timeout_seconds
+            ),
+            db_statement_cache_size=read.get("DB_STATEMENT_CACHE_SIZE", _non_negative_int, cls.db_statement_cache_size),
+            migrate_on_start=read.get("MIGRATE_ON_START", _bool, cls.migrate_on_start),
+            migrations_dir=read.get("MIGRATIONS_DIR", Path, cls.migrations_dir),
+            health_check_interval_seconds=read.get(
+                "HEALTH_CHECK_INTERVAL_SECONDS", _positive(float), cls.health_check_interval_seconds
+            ),
+            shutdown_grace_seconds=read.get("SHUTDOWN_GRACE_SECONDS", _non_negative(float), cls.shutdown_grace_seconds),
+            metrics_port=read.get("METRICS_PORT", _port, None),
+            log_level=read.get("LOG_LEVEL", _choice(LOG_LEVELS, upper=True), cls.log_level),
+            password_hash_time_cost=read.get("PASSWORD_HASH_TIME_COST", _positive(int), cls.password_hash_time_cost),
+            password_hash_memory_kib=read.get(
+                "PASSWORD_HASH_MEMORY_KIB", _at_least(8, int), cls.password_hash_memory_kib
+            ),
+        )
+        if settings.db_pool_min_size > settings.db_pool_max_size:
+            raise ConfigError(
+                f"DB_POOL_MIN_SIZE: {settings.db_pool_min_size} is greater than "
+                f"DB_POOL_MAX_SIZE ({settings.db_pool_max_size})"
+            )
+        return settings
+
+
+class _Reader:
+    """Reads one variable at a time and turns a conversion failure into a ConfigError naming it."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return value if value not in (None, "") else None
+
+    def get(self, name: str, convert: Callable[[str], T], default: T) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except (ValueError, TypeError) as exc:
+            shown = mask_url(value) if "://" in value else value
+            raise ConfigError(f"{name}: {exc} (got {shown!r})") from None
+
+
+def _database_url(read: _Reader) -> Secret | None:
+    url = read.get("DATABASE_URL", _postgres_url, None)
+    parts = {name: read.raw(name) for name in ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")}
+    if url is not None:
+        given = [name for name, value in parts.items() if value is not None]
+        if given:
+            raise ConfigError(f"DATABASE_URL: set together with {', '.join(given)}; use one or the other")
+        return Secret(url)
+    if parts["DB_HOST"] is None:
+        if any(value is not None for value in parts.values()):
+            raise ConfigError("DB_HOST: required when any other DB_* variable is set")
+        return None
+    port = read.get("DB_PORT", _port, 5432)
+    sslmode = read.get("DB_SSLMODE", _choice(SSL_MODES), "prefer")
+    user = quote(parts["DB_USER"] or "postgres", safe="")
+    password = parts["DB_PASSWORD"]
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    host = parts["DB_HOST"]
+    host = f"[{host}]" if ":" in host else host
+    name = quote(parts["DB_NAME"] or "postgres", safe="")
+    return Secret(f"postgresql://{auth}@{host}:{port}/{name}?sslmode={sslmode}")
+
+
+def _postgres_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("postgres", "postgresql"):
+        raise ValueError("expected a postgresql:// URL")
+    return value
+
+
+def _redis_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected host:port")
+    _port_or_zero(port)
+    return value
+
+
+def _port_or_zero(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port number between 0 and 65535")
+    return port
+
+
+def _port(value: str) -> int:
+    port = _port_or_zero(value)
+    if port == 0:
+        raise ValueError("expected a port number between 1 and 65535")
+    return port
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ValueError("expected true, false, 1 or 0")
+
+
+def _non_negative_int(value: str) -> int:
+    return _non_negative(int)(value)
+
+
+def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def convert(value: str) -> T:
+        number = kind(value)
+        if not number > 0:  # type: ignore[operator]
+            raise ValueError("expected a number greater than zero")
+        return number
+
+    return convert
+
+
+def _non_negative(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def convert(value: str) -> T:
+        number = kind(value)
+        if number < 0:  # type: ignore[operator]
+            raise ValueError("expected a number of zero or more")
+        return number
+
+    return convert
+
+
+def _at_least(minimum: int, kind: Callable[[str], int]) -> Callable[[str], int]:
+    def convert(value: str) -> int:
+        number = kind(value)
+        if number < minimum:
+            raise ValueError(f"expected at least {minimum}")
+        return number
+
+    return convert
+
+
+def _choice(allowed: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def convert(value: str) -> str:
+        normalized = value.upper() if upper else value
+        if normalized not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return normalized
+
+    return convert
+
+
+def _enum(kind: type[CacheBackend]) -> Callable[[str], CacheBackend]:
+    def convert(value: str) -> CacheBackend:
+        try:
+            return kind(value.lower())
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(member.value for member in kind)}") from None
+
+    return convert

@@ -1,0 +1,268 @@
+"""The migration runner: plain SQL files applied in order, each in its own transaction, recorded with checksums.
+
+Files are ``migrations/NNNN_name.up.sql`` with a matching ``.down.sql``. ``schema_migrations`` keeps every
+applied version with its name, the SHA-256 of its up file and when it was applied. A session-level advisory
+lock, taken on a dedicated connection (never a pooled one: pooled connections keep no session state), makes
+replicas that start together apply each migration exactly once. An applied migration whose file has since
+changed is refused: the database no longer matches what the file says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.up\.sql$")
+# Derived from a fixed name, so that every replica of this service contends for the same lock.
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"dataservice:schema_migrations").digest()[:8], "big", signed=True)
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    bigint      PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class MigrationError(Exception):
+    """The migrations on disk and in the database disagree, or a migration failed."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration on disk: the version orders it, the checksum pins the up file's content."""
+
+    version: int
+    name: str
+    up_sql: str
+    down_sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.up_sql.encode()).hexdigest()
+
+    @property
+    def label(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    version: int
+    name: str
+    checksum: str
+    applied_at: datetime
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """One line of ``migrate status``."""
+
+    version: int
+    name: str
+    state: str  # "applied", "pending", "edited" (checksum differs), "missing" (applied, file gone)
+    applied_at: datetime | None
+
+
+def load_migrations(directory: Path) -> list[Migration]:
+    """Reads every migration in ``directory``, in version order; refuses gaps in pairs and duplicate versions."""
+    if not directory.is_dir():
+        raise MigrationError(f"migrations directory {str(directory)!r} does not exist")
+    migrations: dict[int, Migration] = {}
+    for up_path in sorted(directory.glob("*.up.sql")):
+        match = _FILE.match(up_path.name)
+        if match is None:
+            raise MigrationError(f"{up_path.name}: expected a name like 0001_create_users.up.sql")
+        version = int(match["version"])
+        down_path = up_path.with_name(up_path.name.replace(".up.sql", ".down.sql"))
+        if not down_path.exists():
+            raise MigrationError(f"{up_path.name}: missing its {down_path.name}")
+        if version in migrations:
+            raise MigrationError(f"{up_path.name}: version {version} is used twice")
+        migrations[version] = Migration(version, match["name"], up_path.read_text(), down_path.read_text())
+    return [migrations[version] for version in sorted(migrations)]
+
+
+def latest_version(migrations: list[Migration]) -> int:
+    return migrations[-1].version if migrations else 0
+
+
+async def current_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The highest applied version, 0 for a database never migrated."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return 0
+    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+
+
+class Migrator:
+    """Moves one database's schema between versions. Use ``up``, ``down``, ``to`` or ``status``."""
+
+    def __init__(self, dsn: str, migrations: list[Migration], *, connect_timeout: float = 10.0) -> None:
+        self._dsn = dsn
+        self._migrations = migrations
+        self._by_version = {migration.version: migration for migration in migrations}
+        self._connect_timeout = connect_timeout
+
+    async def up(self) -> list[Migration]:
+        """Applies every pending migration; returns those applied by this call."""
+        return await self.to(latest_version(self._migrations))
+
+    async def down(self) -> list[Migration]:
+        """Reverts the latest applied migration, if any."""
+        async with self._locked() as conn:
+            applied = await self._verified(conn)
+            if not applied:
+                return []
+            target = self._by_version[applied[-1].version]
+            await self._revert(conn, target)
+            return [target]
+
+    async def to(self, version: int) -> list[Migration]:
+        """Applies or reverts migrations until ``version`` is the latest applied one (0 reverts all)."""
+        if version != 0 and version not in self._by_version:
+            raise MigrationError(f"no migration with version {version}")
+        async with self._locked() as conn:
+            applied = {migration.version for migration in await self._verified(conn)}
+            changed: list[Migration] = []
+            for migration in self._migrations:
+                if migration.version <= version and migration.version not in applied:
+                    await self._apply(conn, migration)
+                    changed.append(migration)
+            for migration in reversed(self._migrations):
+                if migration.version > version and migration.version in applied:
+                    await self._revert(conn, migration)
+                    changed.append(migration)
+            return changed
+
+    async def status(self) -> list[MigrationStatus]:
+        """Every migration known on disk or in the database, with its state."""
+        conn = await self._connect()
+        try:
+            await conn.execute(_CREATE_TABLE)
+            applied = {row.version: row for row in await self._applied(conn)}
+        finally:
+            await conn.close()
+        lines = []
+        for version in sorted(set(applied) | set(self._by_version)):
+            on_disk = self._by_version.get(version)
+            recorded = applied.get(version)
+            if recorded is None:
+                state = "pending"
+            elif on_disk is None:
+                state = "missing"
+            elif on_disk.checksum != recorded.checksum:
+                state = "edited"
+            else:
+                state = "applied"
+            name = on_disk.name if on_disk else recorded.name  # type: ignore[union-attr]
+            lines.append(MigrationStatus(version, name, state, recorded.applied_at if recorded else None))
+        return lines
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+
+    def _locked(self) -> _LockedConnection:
+        return _LockedConnection(self)
+
+    async def _applied(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
+        rows = await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version")
+        return [AppliedMigration(**dict(row)) for row in rows]
+
+    async def _verified(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
+        """The applied migrations, after checking that each still matches its file."""
+        applied = await self._applied(conn)
+        for record in applied:
+            on_disk = self._by_version.get(record.version)
+            if on_disk is None:
+                raise MigrationError(
+                    f"migration {record.version:04d}_{record.name} is applied but its file is missing"
+                )
+            if on_disk.checksum != record.checksum:
+                raise MigrationError(
+                    f"migration {on_disk.label} was edited after it was applied (checksum mismatch); "
+                    "add a new migration instead of editing an applied one"
+                )
+        return applied
+
+    async def _apply(self, conn: asyncpg.Connection, migration: Migration) -> None:
+        log.info("applying migration", extra={"migration": migration.label})
+        try:
+            async with conn.transaction():
+                await conn.execute(migration.up_sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"{migration.label}.up.sql failed: {_describe(exc, migration.up_sql)}") from exc
+
+    async def _revert(self, conn: asyncpg.Connection, migration: Migration) -> None:
+        log.info("reverting migration", extra={"migration": migration.label})
+        try:
+            async with conn.transaction():
+                await conn.execute(migration.down_sql)
+                await conn.execute("DELETE FROM schema_migrations WHERE version = $1", migration.version)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"{migration.label}.down.sql failed: {_describe(exc, migration.down_sql)}") from exc
+
+
+class _LockedConnection:
+    """A dedicated connection holding the migration lock; the lock dies with the connection if we crash."""
+
+    def __init__(self, migrator: Migrator) -> None:
+        self._migrator = migrator
+        self._conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        conn = await self._migrator._connect()
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+            await conn.execute(_CREATE_TABLE)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._conn is not None
+        try:
+            await self._conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        finally:
+            await self._conn.close()
+
+
+def _describe(exc: asyncpg.PostgresError, sql: str) -> str:
+    """The server's message, with line and column when PostgreSQL reports a position."""
+    position = getattr(exc, "position", None)
+    if not position:
+        return str(exc)
+    offset = int(position) - 1
+    line = sql.count("\n", 0, offset) + 1
+    column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
+    return f"{exc} (line {line}, column {column})"
+
+
+def new_migration(directory: Path, name: str) -> tuple[Path, Path]:
+    """Creates the next-numbered, empty up/down pair for ``name`` and returns their paths."""
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise MigrationError(f"migration name {name!r}: use lowercase letters, digits and underscores")
+    version = latest_version(load_migrations(directory)) + 1
+    up = directory / f"{version:04d}_{name}.up.sql"
+    down = directory / f"{version:04d}_{name}.down.sql"
+    up.write_text(f"-- {version:04d}_{name}: what this migration does and why.\n")
+    down.write_text(f"-- Reverts {version:04d}_{name}.\n")
+    return up, down

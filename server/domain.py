@@ -1,0 +1,47 @@
+"""The entities as plain dataclasses, shared by the stores, the cache and the API layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class User:
+    """A user account, without its password hash (which never leaves the store)."""
+
+    id: UUID
+    email: str
+    display_name: str
+    preferences: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    """Bumped by every update; the API shows it as the etag."""
+
+
+@dataclass(frozen=True)
+class UserChanges:
+    """The fields an UpdateUser call sets; None leaves a field as it is."""
+
+    email: str | None = None
+    display_name: str | None = None
+    preferences: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A user together with the stored password hash, for the password checks of the user service only."""
+
+    user: User
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Where a keyset page ends: the (created_at, id) of its last row."""
+
+    created_at: datetime
+    id: UUID

@@ -1,0 +1,96 @@
+"""Keeps the standard grpc.health.v1 statuses true: SERVING only while PostgreSQL answers at the latest schema.
+
+The monitor checks in the background; while the database is down it retries with exponential backoff and
+full jitter (so replicas do not stampede a recovering database), and flips every status back to SERVING
+when the database returns, without a restart. With ``migrate_on_start`` it also applies pending migrations
+as soon as the database can be reached, which is what lets the server start before its database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+
+import asyncpg
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from server.db import migrate
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_FIRST_RETRY_SECONDS = 0.1
+
+
+class HealthMonitor:
+    """Polls the database and sets the health status of ``""`` and of each service name."""
+
+    def __init__(
+        self,
+        servicer: HealthServicer,
+        service_names: Iterable[str],
+        pool: asyncpg.Pool,
+        *,
+        latest_version: int,
+        migrate_up: Callable[[], Awaitable[object]] | None,
+        interval_seconds: float,
+        check_timeout_seconds: float,
+    ) -> None:
+        self._servicer = servicer
+        self._names = ["", *service_names]
+        self._pool = pool
+        self._latest_version = latest_version
+        self._migrate_up = migrate_up
+        self._interval = interval_seconds
+        self._check_timeout = check_timeout_seconds
+        self._serving: bool | None = None
+
+    @property
+    def serving(self) -> bool:
+        return bool(self._serving)
+
+    async def run(self) -> None:
+        """Checks forever; cancel the task to stop."""
+        failures = 0
+        while True:
+            healthy = await self.check_once()
+            failures = 0 if healthy else failures + 1
+            await asyncio.sleep(self._delay(failures))
+
+    def _delay(self, failures: int) -> float:
+        if failures == 0:
+            return self._interval
+        return random.uniform(0, min(self._interval, _FIRST_RETRY_SECONDS * 2 ** (failures - 1)))
+
+    async def check_once(self) -> bool:
+        """One check: returns whether the service can serve, after setting every status accordingly."""
+        try:
+            healthy = await asyncio.wait_for(self._probe(), self._check_timeout)
+            reason = "schema is behind the latest migration" if not healthy else "ok"
+        except Exception as exc:  # any failure to reach or query the database means "cannot serve"
+            healthy, reason = False, f"database unreachable: {type(exc).__name__}: {exc}"
+        await self._set(healthy, reason)
+        return healthy
+
+    async def _probe(self) -> bool:
+        async with self._pool.acquire() as conn:
+            version = await migrate.current_version(conn)
+        if version < self._latest_version and self._migrate_up is not None:
+            await self._migrate_up()
+            async with self._pool.acquire() as conn:
+                version = await migrate.current_version(conn)
+        return version == self._latest_version
+
+    async def _set(self, healthy: bool, reason: str) -> None:
+        if healthy == self._serving:
+            return
+        self._serving = healthy
+        status = SERVING if healthy else NOT_SERVING
+        log.log(logging.INFO if healthy else logging.WARNING, "health changed",
+                extra={"status": health_pb2.HealthCheckResponse.ServingStatus.Name(status), "reason": reason})
+        for name in self._names:
+            await self._servicer.set(name, status)

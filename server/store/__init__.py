@@ -1,0 +1,1 @@
+"""All SQL of the service: one module per entity, functions named for their intent, domain errors out."""

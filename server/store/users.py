@@ -1,0 +1,169 @@
+"""SQL for users. Every function takes the Database, returns domain objects and raises domain errors."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from server.db.database import Database
+from server.domain import Credentials, PageCursor, User, UserChanges
+from server.errors import AlreadyExists, Conflict, NotFound
+
+_COLUMNS = "id, email, display_name, preferences, created_at, updated_at, version"
+_EMAIL_TAKEN = "a user with this email already exists"
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        id=row["id"],
+        email=row["email"],
+        display_name=row["display_name"],
+        preferences=row["preferences"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
+
+
+async def create_user(
+    db: Database,
+    *,
+    email: str,
+    display_name: str,
+    preferences: dict[str, Any],
+    password_hash: str,
+    request_id: UUID | None,
+) -> User:
+    """Inserts a user; with a request_id already used, returns the user that request created (AIP-155)."""
+    try:
+        row = await db.fetchrow(
+            f"""
+            INSERT INTO users (email, display_name, preferences, password_hash, create_request_id)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (create_request_id) DO NOTHING
+            RETURNING {_COLUMNS}
+            """,
+            email,
+            display_name,
+            preferences,
+            password_hash,
+            request_id,
+        )
+    except asyncpg.UniqueViolationError:
+        # A concurrent retry of the same request may have won the race on the email index instead of on
+        # create_request_id; then the caller gets that request's user, as for any other retry.
+        row = await _created_by(db, request_id)
+        if row is None:
+            raise AlreadyExists("User", email, _EMAIL_TAKEN) from None
+        return _user(row)
+    if row is None:
+        row = await _created_by(db, request_id)
+        assert row is not None, "ON CONFLICT on create_request_id implies the row exists"
+    return _user(row)
+
+
+async def _created_by(db: Database, request_id: UUID | None) -> asyncpg.Record | None:
+    if request_id is None:
+        return None
+    return await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE create_request_id = $1", request_id)
+
+
+async def get_user(db: Database, user_id: UUID) -> User:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)
+    if row is None:
+        raise NotFound("User", str(user_id))
+    return _user(row)
+
+
+async def get_user_by_email(db: Database, email: str) -> User:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1)", email)
+    if row is None:
+        raise NotFound("User", email)
+    return _user(row)
+
+
+async def get_credentials_by_email(db: Database, email: str) -> Credentials | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM users WHERE lower(email) = lower($1)", email)
+    return Credentials(_user(row), row["password_hash"]) if row else None
+
+
+async def get_credentials(db: Database, user_id: UUID) -> Credentials:
+    row = await db.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM users WHERE id = $1", user_id)
+    if row is None:
+        raise NotFound("User", str(user_id))
+    return Credentials(_user(row), row["password_hash"])
+
+
+async def list_users(db: Database, *, after: PageCursor | None, limit: int) -> list[User]:
+    """Users in creation order, strictly after ``after``; keyset paging stays stable under inserts."""
+    if after is None:
+        rows = await db.fetch(f"SELECT {_COLUMNS} FROM users ORDER BY created_at, id LIMIT $1", limit)
+    else:
+        rows = await db.fetch(
+            f"SELECT {_COLUMNS} FROM users WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
+            after.created_at,
+            after.id,
+            limit,
+        )
+    return [_user(row) for row in rows]
+
+
+async def update_user(db: Database, user_id: UUID, changes: UserChanges, *, expected_version: int | None) -> User:
+    """Sets the given fields in one statement; with ``expected_version``, only if nobody wrote in between."""
+    try:
+        row = await db.fetchrow(
+            f"""
+            UPDATE users SET
+                email        = coalesce($2, email),
+                display_name = coalesce($3, display_name),
+                preferences  = coalesce($4, preferences)
+            WHERE id = $1 AND ($5::bigint IS NULL OR version = $5)
+            RETURNING {_COLUMNS}
+            """,
+            user_id,
+            changes.email,
+            changes.display_name,
+            changes.preferences,
+            expected_version,
+        )
+    except asyncpg.UniqueViolationError:
+        raise AlreadyExists("User", changes.email or "", _EMAIL_TAKEN) from None
+    if row is None:
+        await _raise_missing_or_stale(db, user_id)
+    return _user(row)
+
+
+async def set_password_hash(db: Database, user_id: UUID, *, new_hash: str, old_hash: str) -> None:
+    """Replaces the hash only if it is still ``old_hash``: of two concurrent changes, one wins, one is ABORTED."""
+    row = await db.fetchrow(
+        "UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3 RETURNING id",
+        user_id,
+        new_hash,
+        old_hash,
+    )
+    if row is None:
+        exists = await db.fetchval("SELECT true FROM users WHERE id = $1", user_id)
+        if not exists:
+            raise NotFound("User", str(user_id))
+        raise Conflict("the password was changed concurrently; check the current password and retry")
+
+
+async def delete_user(db: Database, user_id: UUID, *, expected_version: int | None) -> None:
+    """Deletes the user; the foreign keys of dependent tables cascade (sessions, content, ...)."""
+    row = await db.fetchrow(
+        "DELETE FROM users WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) RETURNING id",
+        user_id,
+        expected_version,
+    )
+    if row is None:
+        await _raise_missing_or_stale(db, user_id)
+
+
+async def _raise_missing_or_stale(db: Database, user_id: UUID) -> None:
+    """Called after a conditional write touched no row: tells a missing user from a stale etag."""
+    exists = await db.fetchval("SELECT true FROM users WHERE id = $1", user_id)
+    if not exists:
+        raise NotFound("User", str(user_id))
+    raise Conflict("the user was modified since the etag was read; read it again and retry")
