@@ -34,6 +34,8 @@ class BenchConfig:
     json_only: bool
     output: Path | None
     keep_workdir: bool
+    workdir: Path | None
+    """Parent of the run's work directory (default: the system temp directory)."""
     start_timeout_s: float
 
 
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json-only", action="store_true", help="print only the JSON (no progress, no table)")
     parser.add_argument("--output", type=Path, default=None, metavar="FILE", help="also write the JSON to FILE")
     parser.add_argument("--keep-workdir", action="store_true", help="keep frames, h2load logs and server logs (always kept on failure)")
+    parser.add_argument("--workdir", type=Path, default=None, metavar="DIR", help="create the run's work directory under DIR (default: the system temp directory)")
     parser.add_argument("--start-timeout", type=float, default=180.0, metavar="SECONDS", help="how long the service may take to become SERVING (default 180)")
     return parser
 
@@ -115,5 +118,6 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
         json_only=args.json_only,
         output=args.output,
         keep_workdir=args.keep_workdir,
+        workdir=args.workdir,
         start_timeout_s=args.start_timeout,
     )

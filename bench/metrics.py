@@ -26,7 +26,8 @@ def split_method(method_path: str) -> tuple[str, str]:
 
 def _scrape(port: int, timeout_s: float) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as response:
-        return response.read().decode("utf-8")
+        body: bytes = response.read()
+    return body.decode("utf-8")
 
 
 def parse_ok_count(exposition: str, method_path: str) -> int:

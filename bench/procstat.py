@@ -82,14 +82,18 @@ def postgres_pids(pgdata: Path | None) -> set[int]:
     database on this machine and empty for a remote one.
     """
     stats = _all_stats()
-    if pgdata is not None:
-        try:
-            postmaster = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            postmaster = None
-        if postmaster is not None and postmaster in stats:
-            return _tree(postmaster, stats)
+    postmaster = postmaster_pid(pgdata) if pgdata is not None else None
+    if postmaster is not None and postmaster in stats:
+        return _tree(postmaster, stats)
     return {pid for pid, stat in stats.items() if stat.comm == "postgres"}
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The postmaster of a data directory, from the first line of its postmaster.pid."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
 
 
 def cpu_ticks(pids: set[int]) -> dict[int, int]:

@@ -88,7 +88,7 @@ def build_results(
     return results
 
 
-def _cell(value: float | None, spec: str) -> str:
+def cell(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -103,10 +103,10 @@ def table(results: Sequence[dict[str, Any]]) -> str:
             middle, ratio = entry["median"], entry["vs_echo"]
             per_round = " ".join(f"{result['rps']:.0f}" for result in entry["rounds"])
             lines.append(
-                f"{name:<14}{per_round:<24}{_cell(middle['rps'], '.0f'):>8}{_cell(ratio['rps'], '.2f'):>7}"
-                f"{_cell(middle['p50_ms'], '.2f'):>8}{_cell(middle['p99_ms'], '.2f'):>8}"
-                f"{_cell(middle['server_cpu_us_per_call'], '.0f'):>12}{_cell(ratio['server_cpu_us_per_call'], '.2f'):>7}"
-                f"{_cell(middle['postgres_cpu_us_per_call'], '.0f'):>11}"
+                f"{name:<14}{per_round:<24}{cell(middle['rps'], '.0f'):>8}{cell(ratio['rps'], '.2f'):>7}"
+                f"{cell(middle['p50_ms'], '.2f'):>8}{cell(middle['p99_ms'], '.2f'):>8}"
+                f"{cell(middle['server_cpu_us_per_call'], '.0f'):>12}{cell(ratio['server_cpu_us_per_call'], '.2f'):>7}"
+                f"{cell(middle['postgres_cpu_us_per_call'], '.0f'):>11}"
             )
         lines.append("")
     return "\n".join(lines)

@@ -23,6 +23,9 @@ from prometheus_client import CollectorRegistry
 
 from server.api.unimplemented import unimplemented_service
 from server.api.users import UserServicer
+from server.cache.base import Cache
+from server.cache.factory import create_cache
+from server.cache.users import Users
 from server.config import Settings
 from server.db import migrate
 from server.db.database import Database
@@ -60,6 +63,7 @@ class App:
         self._state = AppState.CREATED
         self._server: grpc.aio.Server | None = None
         self._pool = None
+        self._cache: Cache | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self.health = HealthServicer()
         self.port = 0
@@ -82,6 +86,8 @@ class App:
         migrations = migrate.load_migrations(settings.migrations_dir)
         self._pool = await create_pool(self.dsn, settings)
         db = Database(self._pool, settings.db_command_timeout_seconds)
+        self._cache = create_cache(settings)
+        users = Users(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
         passwords = await asyncio.to_thread(
             Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
         )
@@ -100,7 +106,7 @@ class App:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(db, passwords), server)
+        user_service_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users, passwords), server)
         server.add_generic_rpc_handlers(
             [unimplemented_service(module.DESCRIPTOR.services_by_name[name], why) for module, name, why in _PLANNED]
         )
@@ -131,7 +137,12 @@ class App:
             serve_metrics(self.metrics_registry, settings.metrics_port)
         log.info(
             "serving",
-            extra={"port": self.port, "database": mask_url(self.dsn), "serving": monitor.serving},
+            extra={
+                "port": self.port,
+                "database": mask_url(self.dsn),
+                "cache": settings.cache_backend.value,
+                "serving": monitor.serving,
+            },
         )
         return self.port
 
@@ -140,7 +151,7 @@ class App:
         await self._server.wait_for_termination()
 
     async def stop(self, grace_seconds: float | None = None) -> None:
-        """Stops serving: health NOT_SERVING, in-flight RPCs finish within the grace, then the pool closes.
+        """Stops serving: health NOT_SERVING, in-flight RPCs finish within the grace, then cache and pool close.
 
         Idempotent, and safe before ``start``.
         """
@@ -157,6 +168,8 @@ class App:
                 await self._monitor_task
         if self._server is not None:
             await self._server.stop(grace)
+        if self._cache is not None:
+            await self._cache.aclose()
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=max(grace, 1.0))

@@ -8,13 +8,13 @@ import grpc
 from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc as pb_grpc
 
-from server.api import convert, paging
+from server.api import paging
 from server.api.validation import Violations
-from server.db.database import Database
-from server.domain import PageCursor, User, UserChanges
+from server.cache.users import Users
+from server.domain import PageCursor, UserChanges
 from server.errors import Unauthenticated
+from server.messages import json_text, struct_to_dict, user_message
 from server.passwords import Passwords
-from server.store import users as store
 
 MAX_PREFERENCES_BYTES = 16 * 1024
 UPDATABLE_FIELDS = frozenset({"email", "display_name", "preferences"})
@@ -23,10 +23,10 @@ _BAD_CREDENTIALS = "email or password is incorrect"
 
 
 class UserServicer(pb_grpc.UserServiceServicer):
-    """Serves dataservice.v1.UserService over the users store."""
+    """Serves dataservice.v1.UserService; reads and writes go through ``Users`` (cache + store)."""
 
-    def __init__(self, db: Database, passwords: Passwords) -> None:
-        self._db = db
+    def __init__(self, users: Users, passwords: Passwords) -> None:
+        self._users = users
         self._passwords = passwords
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> pb.CreateUserResponse:
@@ -37,8 +37,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         _password(check, "password", request.password)
         request_id = check.uuid("request_id", request.request_id, required=False)
         check.raise_if_any()
-        user = await store.create_user(
-            self._db,
+        user = await self._users.create(
             email=email,
             display_name=display_name,
             preferences=preferences or {},
@@ -51,19 +50,19 @@ class UserServicer(pb_grpc.UserServiceServicer):
         check = Violations()
         user_id = check.uuid("id", request.id)
         check.raise_if_any()
-        return pb.GetUserResponse(user=user_message(await store.get_user(self._db, user_id)))
+        return pb.GetUserResponse(user=user_message(await self._users.get(user_id)))
 
     async def LookupUser(self, request: pb.LookupUserRequest, context: grpc.aio.ServicerContext) -> pb.LookupUserResponse:
         check = Violations()
         email = check.email("email", request.email)
         check.raise_if_any()
-        return pb.LookupUserResponse(user=user_message(await store.get_user_by_email(self._db, email)))
+        return pb.LookupUserResponse(user=user_message(await self._users.get_by_email(email)))
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
         size = paging.page_size(request.page_size)
         after = paging.decode_token(_PAGE_KIND, request.page_token)
         # One row more than the page tells whether another page follows, without a count query.
-        users = await store.list_users(self._db, after=after, limit=size + 1)
+        users = await self._users.list(after=after, limit=size + 1)
         next_token = ""
         if len(users) > size:
             users = users[:size]
@@ -90,7 +89,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         )
         expected_version = check.etag("etag", request.etag)
         check.raise_if_any()
-        user = await store.update_user(self._db, user_id, changes, expected_version=expected_version)
+        user = await self._users.update(user_id, changes, expected_version=expected_version)
         return pb.UpdateUserResponse(user=user_message(user))
 
     async def DeleteUser(self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext) -> pb.DeleteUserResponse:
@@ -98,7 +97,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         user_id = check.uuid("id", request.id)
         expected_version = check.etag("etag", request.etag)
         check.raise_if_any()
-        await store.delete_user(self._db, user_id, expected_version=expected_version)
+        await self._users.delete(user_id, expected_version=expected_version)
         return pb.DeleteUserResponse()
 
     async def AuthenticateUser(
@@ -109,7 +108,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         if not request.password:
             check.add("password", "required")
         check.raise_if_any()
-        credentials = await store.get_credentials_by_email(self._db, email)
+        credentials = await self._users.credentials_by_email(email)
         if credentials is None:
             await self._passwords.verify_absent(request.password)
             raise Unauthenticated(_BAD_CREDENTIALS)
@@ -126,24 +125,12 @@ class UserServicer(pb_grpc.UserServiceServicer):
             check.add("old_password", "required")
         _password(check, "new_password", request.new_password)
         check.raise_if_any()
-        credentials = await store.get_credentials(self._db, user_id)
+        credentials = await self._users.credentials(user_id)
         if not await self._passwords.verify(credentials.password_hash, request.old_password):
             raise Unauthenticated("the current password is incorrect")
         new_hash = await self._passwords.hash(request.new_password)
-        await store.set_password_hash(self._db, user_id, new_hash=new_hash, old_hash=credentials.password_hash)
+        await self._users.set_password_hash(user_id, new_hash=new_hash, old_hash=credentials.password_hash)
         return pb.ChangePasswordResponse()
-
-
-def user_message(user: User) -> pb.User:
-    return pb.User(
-        id=str(user.id),
-        email=user.email,
-        display_name=user.display_name,
-        preferences=convert.struct(user.preferences),
-        create_time=convert.timestamp(user.created_at),
-        update_time=convert.timestamp(user.updated_at),
-        etag=str(user.version),
-    )
 
 
 def _password(check: Violations, field: str, value: str) -> None:
@@ -156,8 +143,8 @@ def _password(check: Violations, field: str, value: str) -> None:
 def _preferences(check: Violations, field: str, user: pb.User) -> dict[str, Any] | None:
     if not user.HasField("preferences"):
         return None
-    preferences = convert.struct_to_dict(user.preferences)
-    encoded = convert.json_text(preferences)
+    preferences = struct_to_dict(user.preferences)
+    encoded = json_text(preferences)
     if len(encoded.encode()) > MAX_PREFERENCES_BYTES:
         check.add(field, f"must be at most {MAX_PREFERENCES_BYTES} bytes as JSON")
     elif "\\u0000" in encoded:

@@ -1,0 +1,291 @@
+"""Orchestrate one benchmark: servers up, data seeded, calls checked, loads run, JSON out.
+
+Exit status: 0 all checks passed; 1 setup failed (tool, server, seed); 2 bad arguments;
+3 the nghttp preflight call did not return grpc-status 0; 4 the count check failed
+(h2load's succeeded differs from the server's OK count, or h2load saw failures).
+The JSON object is printed on stdout in every case after the arguments parsed, with
+``ok`` and ``error`` saying how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench import procstat, report
+from bench.config import BenchConfig, parse_config
+from bench.frames import write_frames
+from bench.h2load import Concurrency, ToolError, Tools, ensure_tools, run_load
+from bench.metrics import ok_count
+from bench.paths import BASELINE, BenchPath, SeedContext, select_paths
+from bench.preflight import check_call
+from bench.servers import ServerError, ServerProcess, embedded_pgdata, start_echo, start_service
+
+EXIT_SETUP, EXIT_USAGE, EXIT_PREFLIGHT, EXIT_CHECK = 1, 2, 3, 4
+
+
+class BenchFailure(Exception):
+    """A failed run, carrying its exit status; the message is printed as is."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+@dataclass(frozen=True)
+class Target:
+    """A path made ready to load: its server and its frame files."""
+
+    path: BenchPath[Any]
+    server: ServerProcess
+    frames: list[Path]
+
+
+class Runner:
+    """One benchmark run; holds what every step needs, so the steps stay short."""
+
+    def __init__(self, config: BenchConfig, paths: list[BenchPath[Any]], tools: Tools, workdir: Path) -> None:
+        self.config = config
+        self.paths = paths
+        self.tools = tools
+        self.workdir = workdir
+        self.pgdata = embedded_pgdata(config.database_url, config.server_env)
+        self.rounds: list[report.RoundResult] = []
+        self.servers: dict[str, ServerProcess] = {}
+
+    def say(self, message: str) -> None:
+        if not self.config.json_only:
+            print(message, file=sys.stderr, flush=True)
+
+    async def start_servers(self) -> None:
+        self.say(f"starting the echo and the service (work directory {self.workdir})")
+        self.servers["echo"] = await start_echo(self.workdir)
+        self.servers["service"] = await start_service(
+            self.workdir, database_url=self.config.database_url, extra_env=self.config.server_env,
+            timeout_s=self.config.start_timeout_s,
+        )
+
+    async def stop_servers(self) -> None:
+        await asyncio.gather(*(server.stop() for server in self.servers.values()))
+
+    async def prepare(self) -> list[Target]:
+        """Seed each distinct seed once, then write each path's frames."""
+        seeded: dict[str, object] = {}
+        async with grpc.aio.insecure_channel(self.servers["service"].target) as channel:
+            for path in self.paths:
+                if path.seed.name not in seeded:
+                    self.say(f"seeding {path.seed.name} ({self.config.users})")
+                    seeded[path.seed.name] = await path.seed.load(SeedContext(channel, self.config.users))
+        targets = []
+        for path in self.paths:
+            messages = path.build(seeded[path.seed.name], self.config.keys)
+            frames = write_frames(self.workdir / "frames", path.name, messages)
+            targets.append(Target(path, self.servers[path.server], frames))
+        return targets
+
+    async def preflight(self, targets: list[Target]) -> None:
+        for target in targets:
+            check = await check_call(self.tools.nghttp, target.server.url(target.path.method), target.frames[0])
+            if not check.ok:
+                raise BenchFailure(f"preflight: one {target.path.name} call ({target.path.method}) returned {check.describe()}", EXIT_PREFLIGHT)
+            self.say(f"preflight {target.path.name}: grpc-status 0")
+
+    def _load_timeout_s(self) -> float:
+        return 5 * max(self.config.duration_s, self.config.warmup_s) + 60
+
+    async def warm_up(self, target: Target, concurrency: Concurrency) -> int:
+        """Run for --warmup seconds unmeasured; return the request count that lasts about --duration."""
+        result = await run_load(
+            self.tools, target.server.url(target.path.method), target.frames, concurrency,
+            self.workdir / "logs", duration_s=self.config.warmup_s, timeout_s=self._load_timeout_s(),
+        )
+        return max(math.ceil(result.rps * self.config.duration_s), 2 * concurrency.in_flight)
+
+    async def measure(self, target: Target, concurrency: Concurrency, requests: int, round_number: int) -> report.RoundResult:
+        """One measured load with the server's OK count and CPU sampled around it."""
+        server, method = target.server, target.path.method
+        ok_before = await ok_count(server.metrics_port, method)
+        server_before = procstat.cpu_ticks(procstat.server_pids(server.pid))
+        pg_before = procstat.cpu_ticks(procstat.postgres_pids(self.pgdata))
+        result = await run_load(
+            self.tools, server.url(method), target.frames, concurrency, self.workdir / "logs",
+            requests=requests, timeout_s=self._load_timeout_s(),
+        )
+        pids = procstat.server_pids(server.pid)
+        server_cpu = procstat.cpu_seconds_between(server_before, procstat.cpu_ticks(pids))
+        pg_pids = procstat.postgres_pids(self.pgdata)
+        pg_cpu = procstat.cpu_seconds_between(pg_before, procstat.cpu_ticks(pg_pids)) if pg_pids else None
+        server_ok = await ok_count(server.metrics_port, method) - ok_before
+
+        def per_call(seconds: float | None) -> float | None:
+            return None if seconds is None or server_ok <= 0 else seconds * 1e6 / server_ok
+
+        counts = result.counts
+        measured = report.RoundResult(
+            path=target.path.name, concurrency=concurrency.label, round=round_number, requests=counts.total,
+            succeeded=counts.succeeded, failed=counts.failed, errored=counts.errored, timeout=counts.timeout,
+            server_ok=server_ok, elapsed_s=result.elapsed_s, rps=result.rps,
+            p50_ms=result.percentile_ms(0.50), p99_ms=result.percentile_ms(0.99),
+            server_cpu_us_per_call=per_call(server_cpu), postgres_cpu_us_per_call=per_call(pg_cpu),
+            server_rss_mib=procstat.rss_bytes(pids) / report.MIB,
+        )
+        self.rounds.append(measured)
+        where = f"{target.path.name} ({method}) at {concurrency.label}, round {round_number}"
+        if counts.succeeded != server_ok:
+            raise BenchFailure(
+                f"count check failed: {where}: h2load succeeded {counts.succeeded}, the server counted {server_ok} OK "
+                "(a failed gRPC call is still HTTP 200 to h2load)", EXIT_CHECK,
+            )
+        if counts.failed or counts.errored or counts.timeout:
+            raise BenchFailure(
+                f"count check failed: {where}: h2load saw {counts.failed} failed, {counts.errored} errored, "
+                f"{counts.timeout} timed-out requests", EXIT_CHECK,
+            )
+        return measured
+
+    async def run(self) -> None:
+        await self.start_servers()
+        targets = await self.prepare()
+        if self.config.preflight:
+            await self.preflight(targets)
+        for concurrency in self.config.concurrency:
+            # Warm every path first, then interleave the rounds so that noise on the
+            # shared cores falls on the echo and the paths alike.
+            requests = {}
+            for target in targets:
+                requests[target.path.name] = await self.warm_up(target, concurrency)
+            for round_number in range(1, self.config.rounds + 1):
+                for target in targets:
+                    measured = await self.measure(target, concurrency, requests[target.path.name], round_number)
+                    self.say(
+                        f"[{concurrency.label} round {round_number}/{self.config.rounds}] {target.path.name}: "
+                        f"{measured.rps:.0f} RPC/s, p99 {report.cell(measured.p99_ms, '.2f')} ms, "
+                        f"CPU {report.cell(measured.server_cpu_us_per_call, '.0f')} µs/call"
+                    )
+
+
+def _mask(url: str) -> str:
+    """The URL without its password, for the JSON."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _mib(size: int | None) -> float | None:
+    return None if size is None else round(size / report.MIB, 1)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _document(config: BenchConfig, paths: list[BenchPath[Any]], runner: Runner | None, tools: Tools | None) -> dict[str, Any]:
+    rounds = runner.rounds if runner else []
+    servers = runner.servers if runner else {}
+    peak_mib = {name: _mib(procstat.peak_rss_bytes(server.pid)) for name, server in servers.items()}
+    return {
+        "benchmark": "dataservice unary paths vs a bare grpc.aio echo, driven by h2load",
+        "ok": False,
+        "error": None,
+        "parameters": {
+            "duration_s": config.duration_s,
+            "warmup_s": config.warmup_s,
+            "concurrency": [c.label for c in config.concurrency],
+            "rounds": config.rounds,
+            "users": config.users,
+            "keys": config.keys,
+            "paths": {path.name: path.method for path in paths},
+            "database": _mask(config.database_url) if config.database_url else "embedded",
+            "cache_backend": "none",
+            "server_env": config.server_env,
+            "preflight": config.preflight,
+        },
+        "environment": {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "h2load": tools.version if tools else None,
+            "python": platform.python_version(),
+            "grpcio": _version("grpcio"),
+            "uvloop": _version("uvloop"),
+            "cpus": os.cpu_count(),
+        },
+        "results": report.build_results(
+            rounds,
+            [(c.label, c.connections, c.streams) for c in config.concurrency],
+            [(path.name, path.method, path.server) for path in paths],
+            BASELINE,
+        ),
+        "servers": {
+            name: {"pid": server.pid, "peak_rss_mib": peak_mib[name]}
+            for name, server in servers.items()
+        },
+        # Whose CPU postgres_cpu_us_per_call adds up: the embedded postmaster's tree, or every local postgres.
+        "postgres_cpu_scope": "embedded" if runner and runner.pgdata and procstat.postmaster_pid(runner.pgdata) else "local",
+        "workdir": None,
+    }
+
+
+async def _run(config: BenchConfig, paths: list[BenchPath[Any]]) -> tuple[dict[str, Any], int]:
+    tools: Tools | None = None
+    runner: Runner | None = None
+    if config.workdir is not None:
+        config.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="dataservice-bench-", dir=config.workdir))
+    error: BenchFailure | None = None
+    try:
+        tools = ensure_tools(install=config.install)
+        runner = Runner(config, paths, tools, workdir)
+        await runner.run()
+    except BenchFailure as failure:
+        error = failure
+    except (ToolError, ServerError, grpc.aio.AioRpcError, OSError) as failure:
+        text = f"{failure.code().name}: {failure.details()}" if isinstance(failure, grpc.aio.AioRpcError) else str(failure)
+        error = BenchFailure(f"setup failed: {text}", EXIT_SETUP)
+    finally:
+        document = _document(config, paths, runner, tools)  # before stopping: peak RSS needs the live pids
+        if runner is not None:
+            await runner.stop_servers()
+    document["ok"] = error is None
+    document["error"] = str(error) if error else None
+    if error is not None or config.keep_workdir:
+        document["workdir"] = str(workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return document, error.exit_status if error else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    try:
+        paths = select_paths(config.only, config.overrides)
+    except ValueError as error:
+        print(f"python -m bench: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    document, status = asyncio.run(_run(config, paths))
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    print(text, flush=True)
+    if config.output is not None:
+        config.output.write_text(text + "\n")
+    if not config.json_only and document["results"]:
+        print("\n" + report.table(document["results"]), file=sys.stderr)
+    if document["error"]:
+        print(f"FAILED: {document['error']}" + (f" (logs in {document['workdir']})" if document["workdir"] else ""), file=sys.stderr)
+    return status

@@ -1,0 +1,55 @@
+"""The in-process cache of the development default (no REDIS_URL): same lease rules, one process only."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+
+from server.cache.base import Lookup
+
+LEASE_SECONDS = 5.0
+
+
+class MemoryCache:
+    """A bounded LRU of (value, expiry) with per-key leases. Not shared between replicas: one process only."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._max_entries = max_entries
+
+    async def get_or_lease(self, key: str) -> Lookup:
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry[1] > now:
+                self._entries.move_to_end(key)
+                return Lookup(entry[0])
+            del self._entries[key]
+        holder = self._leases.get(key)
+        if holder is not None and holder[1] > now:
+            return Lookup(None)
+        token = uuid.uuid4().hex
+        self._leases[key] = (token, now + LEASE_SECONDS)
+        return Lookup(None, token)
+
+    async def fill(self, key: str, lease: str, value: bytes, ttl_seconds: float) -> bool:
+        holder = self._leases.get(key)
+        if holder is None or holder[0] != lease:
+            return False
+        del self._leases[key]
+        self._entries[key] = (value, time.monotonic() + ttl_seconds)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+        return True
+
+    async def invalidate(self, *keys: str) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+            self._leases.pop(key, None)
+
+    async def aclose(self) -> None:
+        self._entries.clear()
+        self._leases.clear()

@@ -1,0 +1,84 @@
+"""The Redis cache: the lease rules done atomically in Redis with two small Lua scripts.
+
+A Redis failure never fails an RPC: reads become misses (served from PostgreSQL) and the error is logged.
+Short socket timeouts bound what an unreachable Redis costs each call.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from server.cache.base import Lookup
+
+log = logging.getLogger(__name__)
+
+LEASE_MILLISECONDS = 5000
+
+# KEYS[1] value key, KEYS[2] lease key; ARGV[1] new lease token, ARGV[2] lease lifetime in ms.
+# One round trip: a hit returns the value; a miss takes the lease if nobody holds it.
+_GET_OR_LEASE = """
+local value = redis.call('GET', KEYS[1])
+if value then return {value, false} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, ARGV[1]} end
+return {false, false}
+"""
+
+# KEYS[1] value key, KEYS[2] lease key; ARGV[1] lease token, ARGV[2] value, ARGV[3] ttl in ms.
+# The fill lands only if the lease is still the one this reader took: an invalidation in between deleted it.
+_FILL = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
+
+
+def _lease_key(key: str) -> str:
+    return f"{key}:lease"
+
+
+class RedisCache:
+    """Cache on one redis.asyncio client (its own connection pool inside), closed with ``aclose()``."""
+
+    def __init__(self, url: str, *, timeout_seconds: float) -> None:
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds, retry_on_timeout=False
+        )
+        self._get_or_lease = self._client.register_script(_GET_OR_LEASE)
+        self._fill = self._client.register_script(_FILL)
+
+    async def get_or_lease(self, key: str) -> Lookup:
+        token = uuid.uuid4().hex
+        try:
+            value, lease = await self._get_or_lease(keys=[key, _lease_key(key)], args=[token, LEASE_MILLISECONDS])
+        except (RedisError, OSError) as exc:
+            log.warning("cache read failed; reading from the database", extra={"error": repr(exc)})
+            return Lookup(None)
+        return Lookup(value or None, lease.decode() if lease else None)
+
+    async def fill(self, key: str, lease: str, value: bytes, ttl_seconds: float) -> bool:
+        try:
+            filled = await self._fill(
+                keys=[key, _lease_key(key)], args=[lease, value, max(1, int(ttl_seconds * 1000))]
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("cache fill failed", extra={"error": repr(exc)})
+            return False
+        return bool(filled)
+
+    async def invalidate(self, *keys: str) -> None:
+        try:
+            await self._client.delete(*keys, *(_lease_key(key) for key in keys))
+        except (RedisError, OSError) as exc:
+            # The entry may outlive the write until its TTL ends; the read-your-writes guarantee across a
+            # Redis outage is the cache issue's work (key epochs). Say so loudly.
+            log.error("cache invalidation failed; a stale entry may be served until its TTL", extra={"error": repr(exc)})
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,111 @@
+"""Fixtures over real backends: one switch (TEST_DATABASE_URL / TEST_REDIS_URL) picks "start one" or
+"use this one"; the server runs in-process on a free port and is called through the shipped stubs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import asyncpg
+import grpc
+import pytest
+import uvloop
+from dataservice.v1 import user_service_pb2_grpc
+
+from server.app import App
+from server.config import Settings
+from tests import backends
+from tests.harness import settings_for
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
+    """Tests run on uvloop, the loop the service runs on."""
+    return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    with backends.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with backends.redis_server() as url:
+        yield url
+
+
+DatabaseFactory = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture
+async def new_database(postgres_admin_url: str) -> AsyncIterator[DatabaseFactory]:
+    """Factory of empty databases on the server under test, dropped when the test ends."""
+    created: list[str] = []
+
+    async def create() -> str:
+        name = backends.unique_name("dstest")
+        conn = await asyncpg.connect(postgres_admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        created.append(name)
+        return backends.with_database(postgres_admin_url, name)
+
+    yield create
+    conn = await asyncpg.connect(postgres_admin_url)
+    try:
+        for name in created:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A database of its own for this test session, so runs never see each other's rows."""
+    name = backends.unique_name("dataservice_test")
+    conn = await asyncpg.connect(postgres_admin_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    yield backends.with_database(postgres_admin_url, name)
+    conn = await asyncpg.connect(postgres_admin_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+AppFactory = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[AppFactory]:
+    """Factory of started in-process servers, each stopped when the test ends."""
+    apps: list[App] = []
+
+    async def start(settings: Settings) -> App:
+        app = App(settings)
+        apps.append(app)
+        await app.start()
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop(0)
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str, redis_url: str) -> AsyncIterator[App]:
+    """The shared in-process server of the suite, over the session database and Redis."""
+    app = App(settings_for(database_url, REDIS_URL=redis_url))
+    await app.start()
+    yield app
+    await app.stop(0)
+
+
+@pytest.fixture(scope="session")
+async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def users(channel: grpc.aio.Channel) -> user_service_pb2_grpc.UserServiceStub:
+    return user_service_pb2_grpc.UserServiceStub(channel)

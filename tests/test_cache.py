@@ -1,0 +1,130 @@
+"""The read-through cache: never stale after a write, leases refuse stale fills, Redis down is only slower."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import redis.asyncio as redis
+from dataservice.v1 import user_service_pb2 as pb
+from dataservice.v1 import user_service_pb2_grpc
+from google.protobuf import field_mask_pb2
+
+from server.cache import keys
+from server.cache.base import Cache
+from server.cache.memory import MemoryCache
+from server.cache.redis import RedisCache
+from tests.backends import free_port
+from tests.harness import settings_for, unique_email
+
+PASSWORD = "long enough password"
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def cached_users(request, database_url, redis_url, start_app) -> AsyncIterator[user_service_pb2_grpc.UserServiceStub]:
+    """UserService stubs of a server whose cache is Redis, then the in-process cache."""
+    overrides = {"REDIS_URL": redis_url} if request.param == "redis" else {"CACHE_BACKEND": "memory"}
+    app = await start_app(settings_for(database_url, **overrides))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        yield user_service_pb2_grpc.UserServiceStub(channel)
+
+
+async def make_user(users) -> pb.User:
+    request = pb.CreateUserRequest(user=pb.User(email=unique_email("cache"), display_name="Cached"), password=PASSWORD)
+    return (await users.CreateUser(request)).user
+
+
+async def get(users, user_id: str) -> pb.User:
+    return (await users.GetUser(pb.GetUserRequest(id=user_id))).user
+
+
+async def test_a_read_after_update_returns_the_update_even_when_cached(cached_users):
+    user = await make_user(cached_users)
+    assert await get(cached_users, user.id) == await get(cached_users, user.id)  # second read is a hit
+    mask = field_mask_pb2.FieldMask(paths=["display_name"])
+    updated = (await cached_users.UpdateUser(
+        pb.UpdateUserRequest(user=pb.User(id=user.id, display_name="Renamed"), update_mask=mask))).user
+    assert await get(cached_users, user.id) == updated
+
+
+async def test_a_read_after_delete_is_not_found_even_when_cached(cached_users):
+    user = await make_user(cached_users)
+    await get(cached_users, user.id)
+    await cached_users.DeleteUser(pb.DeleteUserRequest(id=user.id))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await get(cached_users, user.id)
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_password_change_moves_the_cached_etag(cached_users):
+    user = await make_user(cached_users)
+    await get(cached_users, user.id)
+    await cached_users.ChangePassword(pb.ChangePasswordRequest(id=user.id, old_password=PASSWORD, new_password="another password"))
+    assert (await get(cached_users, user.id)).etag != user.etag
+
+
+async def test_lookup_follows_an_email_change_and_a_reused_email(cached_users):
+    first = await make_user(cached_users)
+    old_email = first.email
+    assert (await cached_users.LookupUser(pb.LookupUserRequest(email=old_email))).user.id == first.id
+    mask = field_mask_pb2.FieldMask(paths=["email"])
+    await cached_users.UpdateUser(pb.UpdateUserRequest(user=pb.User(id=first.id, email=unique_email()), update_mask=mask))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await cached_users.LookupUser(pb.LookupUserRequest(email=old_email))
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+    second = (await cached_users.CreateUser(
+        pb.CreateUserRequest(user=pb.User(email=old_email, display_name="Second"), password=PASSWORD))).user
+    assert (await cached_users.LookupUser(pb.LookupUserRequest(email=old_email.upper()))).user.id == second.id
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def cache(request, redis_url) -> AsyncIterator[Cache]:
+    cache = RedisCache(redis_url, timeout_seconds=1.0) if request.param == "redis" else MemoryCache()
+    yield cache
+    await cache.aclose()
+
+
+async def test_a_fill_after_an_invalidation_is_refused(cache):
+    """The stale-fill interleaving, forced step by step: slow reader misses, writer commits and
+    invalidates, reader tries to fill with what it read before the write."""
+    key = keys.user(uuid.uuid4())
+    reader = await cache.get_or_lease(key)
+    assert reader.value is None and reader.lease is not None
+    await cache.invalidate(key)  # the writer, after its commit
+    assert await cache.fill(key, reader.lease, b"stale", 60) is False
+    assert (await cache.get_or_lease(key)).value is None
+
+
+async def test_one_lease_per_key_and_the_holder_fills(cache):
+    key = keys.user(uuid.uuid4())
+    holder = await cache.get_or_lease(key)
+    other = await cache.get_or_lease(key)
+    assert holder.lease and other.lease is None and other.value is None
+    assert await cache.fill(key, holder.lease, b"fresh", 60)
+    assert (await cache.get_or_lease(key)).value == b"fresh"
+
+
+async def test_redis_entries_are_namespaced_serialized_users(users, redis_url):
+    """The suite's shared server caches in Redis; its entries follow the documented key format."""
+    user = await make_user(users)
+    await get(users, user.id)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stored = await client.get(f"dataservice:v1:user:{user.id}")
+    finally:
+        await client.aclose()
+    assert pb.User.FromString(stored) == user
+
+
+async def test_every_rpc_still_works_when_redis_is_unreachable(database_url, start_app):
+    app = await start_app(settings_for(database_url, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        user = await make_user(users)
+        assert (await get(users, user.id)).id == user.id
+        assert (await users.LookupUser(pb.LookupUserRequest(email=user.email))).user.id == user.id
+        mask = field_mask_pb2.FieldMask(paths=["display_name"])
+        await users.UpdateUser(pb.UpdateUserRequest(user=pb.User(id=user.id, display_name="Still"), update_mask=mask))
+        await users.DeleteUser(pb.DeleteUserRequest(id=user.id))

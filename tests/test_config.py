@@ -1,0 +1,79 @@
+"""Configuration from the environment: defaults, DSN assembly, and one clear line for each bad value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from server.config import CacheBackend, ConfigError, Settings
+from tests.harness import REPO
+
+
+def test_defaults_serve_on_50051_over_the_embedded_database_with_an_in_process_cache():
+    settings = Settings.from_env({})
+    assert settings.grpc_address == "[::]:50051"
+    assert settings.database_url is None and settings.cache_backend is CacheBackend.MEMORY
+    assert settings.metrics_port is None
+
+
+def test_db_parts_build_a_quoted_dsn_and_redis_url_selects_redis():
+    settings = Settings.from_env(
+        {"DB_HOST": "db.internal", "DB_USER": "svc", "DB_PASSWORD": "p@ss:/w", "DB_NAME": "main",
+         "DB_SSLMODE": "require", "REDIS_URL": "redis://cache:6379/0"}
+    )
+    assert settings.database_url.reveal() == "postgresql://svc:p%40ss%3A%2Fw@db.internal:5432/main?sslmode=require"
+    assert settings.cache_backend is CacheBackend.REDIS
+
+
+def test_secrets_never_show_in_repr():
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://u:hunter2@h/d", "REDIS_URL": "redis://:hunter3@r/0"})
+    assert "hunter2" not in repr(settings) and "hunter3" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DB_HOST": "h", "DB_PORT": "five"}, "DB_PORT"),
+        ({"DB_HOST": "h", "DB_PORT": "70000"}, "DB_PORT"),
+        ({"DB_HOST": "h", "DB_SSLMODE": "sometimes"}, "DB_SSLMODE"),
+        ({"DB_USER": "u"}, "DB_HOST"),
+        ({"DATABASE_URL": "postgresql://h/d", "DB_HOST": "h"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "mysql://h/d"}, "DATABASE_URL"),
+        ({"REDIS_URL": "http://r"}, "REDIS_URL"),
+        ({"CACHE_BACKEND": "redis"}, "CACHE_BACKEND"),
+        ({"CACHE_BACKEND": "disk"}, "CACHE_BACKEND"),
+        ({"DB_POOL_MAX_SIZE": "0"}, "DB_POOL_MAX_SIZE"),
+        ({"DB_POOL_MIN_SIZE": "20"}, "DB_POOL_MIN_SIZE"),
+        ({"MIGRATE_ON_START": "yes"}, "MIGRATE_ON_START"),
+        ({"GRPC_ADDRESS": "50051"}, "GRPC_ADDRESS"),
+        ({"METRICS_PORT": "0"}, "METRICS_PORT"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+    ],
+)
+def test_each_bad_value_names_its_variable(env, variable):
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    assert str(raised.value).startswith(f"{variable}:")
+
+
+def test_a_bad_url_is_shown_with_its_password_masked():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"DATABASE_URL": "mysql://admin:hunter2@h/d"})
+    assert "hunter2" not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_the_server_refuses_to_start_on_bad_config_with_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=REPO,
+        env={**os.environ, "DB_HOST": "h", "DB_PORT": "five"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("configuration error: DB_PORT:")

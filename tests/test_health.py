@@ -1,0 +1,109 @@
+"""Health over the wire: SERVING only while PostgreSQL answers at the latest schema, and it follows outages.
+
+These tests own a private PostgreSQL (stopped and started for real) so they never disturb the shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from dataservice.v1 import user_service_pb2 as pb
+from dataservice.v1 import user_service_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.db import migrate
+from tests.backends import EmbeddedPostgres
+from tests.harness import MIGRATIONS, settings_for
+
+SERVICE_NAMES = [
+    "",
+    "dataservice.v1.UserService",
+    "dataservice.v1.SessionService",
+    "dataservice.v1.ContentService",
+    "dataservice.v1.RecommendationService",
+    "dataservice.v1.EmbeddingService",
+]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres()
+    yield server
+    server.close()
+
+
+async def statuses(port: int) -> dict[str, int]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        return {
+            name: (await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)).status
+            for name in SERVICE_NAMES
+        }
+
+
+async def wait_for_status(port: int, expected: int, within: float = 30.0) -> None:
+    """Waits until every service name reports ``expected``; fails after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        current = await statuses(port)
+        if set(current.values()) == {expected}:
+            return
+        assert time.monotonic() < deadline, f"health stayed {current}, expected all {expected}"
+        await asyncio.sleep(0.1)
+
+
+async def test_health_is_serving_for_every_service_name(app):
+    assert set((await statuses(app.port)).values()) == {SERVING}
+
+
+async def test_health_follows_a_database_outage_and_recovery_without_restart(private_postgres, start_app):
+    app = await start_app(settings_for(private_postgres.url))
+    await wait_for_status(app.port, SERVING)
+
+    await asyncio.to_thread(private_postgres.stop)
+    await wait_for_status(app.port, NOT_SERVING)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4())), timeout=10)
+        assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+
+        await asyncio.to_thread(private_postgres.start)
+        await wait_for_status(app.port, SERVING)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4())), timeout=10)
+        assert raised.value.code() is grpc.StatusCode.NOT_FOUND, "queries work again after the recovery"
+
+
+async def test_the_server_starts_with_the_database_down_and_serves_once_it_is_up(private_postgres, start_app):
+    await asyncio.to_thread(private_postgres.stop)
+    app = await start_app(settings_for(private_postgres.url))
+    assert set((await statuses(app.port)).values()) == {NOT_SERVING}
+    await asyncio.to_thread(private_postgres.start)
+    await wait_for_status(app.port, SERVING)
+
+
+async def test_health_is_not_serving_while_the_schema_is_behind(new_database, start_app):
+    url = await new_database()
+    app = await start_app(settings_for(url, MIGRATE_ON_START="false"))
+    assert set((await statuses(app.port)).values()) == {NOT_SERVING}
+    await migrate.Migrator(url, migrate.load_migrations(MIGRATIONS)).up()
+    await wait_for_status(app.port, SERVING)
+
+
+async def test_health_goes_not_serving_when_the_server_stops(new_database, start_app):
+    app = await start_app(settings_for(await new_database()))
+    await wait_for_status(app.port, SERVING)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == SERVING
+        stopping = asyncio.create_task(app.stop(2))
+        assert (await watch.read()).status == NOT_SERVING
+        await stopping

