@@ -30,7 +30,7 @@ from server.config import Settings
 from server.db import migrate
 from server.db.database import Database
 from server.db.embedded import start_embedded_postgres
-from server.db.pool import create_pool
+from server.db.pool import create_pool, warm_up
 from server.health import NOT_SERVING, HealthMonitor
 from server.interceptors import RpcInterceptor
 from server.metrics import RpcMetrics, serve_metrics
@@ -131,7 +131,8 @@ class App:
             interval_seconds=settings.health_check_interval_seconds,
             check_timeout_seconds=max(settings.db_connect_timeout_seconds, 30.0),
         )
-        await monitor.check_once()  # be SERVING at once when the database is already there
+        if await monitor.check_once():  # SERVING at once when the database is already there
+            await warm_up(self._pool, settings.db_pool_min_size, settings.db_connect_timeout_seconds)
         self._monitor_task = asyncio.create_task(monitor.run(), name="health-monitor")
         if settings.metrics_port is not None:
             serve_metrics(self.metrics_registry, settings.metrics_port)
