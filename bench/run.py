@@ -17,6 +17,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +67,8 @@ class Runner:
         self.pgdata = embedded_pgdata(config.database_url, config.server_env)
         self.rounds: list[report.RoundResult] = []
         self.servers: dict[str, ServerProcess] = {}
+        self.timings: dict[str, float] = {}
+        self.peak_rss_since_seeding = False
 
     def say(self, message: str) -> None:
         if not self.config.json_only:
@@ -158,8 +161,12 @@ class Runner:
         return measured
 
     async def run(self) -> None:
+        started = time.monotonic()
         await self.start_servers()
+        self.timings["start_s"] = round(time.monotonic() - started, 1)
         targets = await self.prepare()
+        self.timings["seed_s"] = round(time.monotonic() - started - self.timings["start_s"], 1)
+        self.peak_rss_since_seeding = all([procstat.reset_peak_rss(server.pid) for server in self.servers.values()])
         if self.config.preflight:
             await self.preflight(targets)
         for concurrency in self.config.concurrency:
@@ -176,6 +183,7 @@ class Runner:
                         f"{measured.rps:.0f} RPC/s, p99 {report.cell(measured.p99_ms, '.2f')} ms, "
                         f"CPU {report.cell(measured.server_cpu_us_per_call, '.0f')} µs/call"
                     )
+        self.timings["total_s"] = round(time.monotonic() - started, 1)
 
 
 def _mask(url: str) -> str:
@@ -237,6 +245,9 @@ def _document(config: BenchConfig, paths: list[BenchPath[Any]], runner: Runner |
             name: {"pid": server.pid, "peak_rss_mib": peak_mib[name]}
             for name, server in servers.items()
         },
+        # True when peak_rss_mib covers only the loads (VmHWM was reset after seeding).
+        "peak_rss_excludes_seeding": runner.peak_rss_since_seeding if runner else False,
+        "timings": runner.timings if runner else {},
         # Whose CPU postgres_cpu_us_per_call adds up: the embedded postmaster's tree, or every local postgres.
         "postgres_cpu_scope": "embedded" if runner and runner.pgdata and procstat.postmaster_pid(runner.pgdata) else "local",
         "workdir": None,
@@ -265,7 +276,7 @@ async def _run(config: BenchConfig, paths: list[BenchPath[Any]]) -> tuple[dict[s
             await runner.stop_servers()
     document["ok"] = error is None
     document["error"] = str(error) if error else None
-    if error is not None or config.keep_workdir:
+    if config.keep_workdir or (error is not None and any(workdir.iterdir())):
         document["workdir"] = str(workdir)
     else:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -284,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text, flush=True)
     if config.output is not None:
         config.output.write_text(text + "\n")
-    if not config.json_only and document["results"]:
+    if not config.json_only and any(block["paths"] for block in document["results"]):
         print("\n" + report.table(document["results"]), file=sys.stderr)
     if document["error"]:
         print(f"FAILED: {document['error']}" + (f" (logs in {document['workdir']})" if document["workdir"] else ""), file=sys.stderr)

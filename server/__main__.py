@@ -14,7 +14,7 @@ import uvloop
 from server.app import App
 from server.config import ConfigError, Settings
 from server.db import migrate
-from server.db.embedded import start_embedded_postgres
+from server.db.embedded import EmbeddedUnavailable, start_embedded_postgres
 from server.logs import configure_logging
 
 log = logging.getLogger("server")
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except migrate.MigrationError as exc:
         print(f"migration error: {exc}", file=sys.stderr)
         return 1
+    except EmbeddedUnavailable as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _serve(settings: Settings) -> int:

