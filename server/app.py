@@ -17,7 +17,7 @@ from dataservice.v1 import (
     user_service_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
@@ -65,7 +65,7 @@ class App:
         self._pool = None
         self._cache: Cache | None = None
         self._monitor_task: asyncio.Task[None] | None = None
-        self.health = HealthServicer()
+        self.health = health_aio.HealthServicer()
         self.port = 0
         self.dsn = ""
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import asyncpg
 from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 
 from server.db import migrate
 
@@ -31,7 +31,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        servicer: HealthServicer,
+        servicer: health_aio.HealthServicer,
         service_names: Iterable[str],
         pool: asyncpg.Pool,
         *,

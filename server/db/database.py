@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -22,10 +20,6 @@ class Database:
         self._pool = pool
         self._default_timeout = default_timeout_seconds
 
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self._pool
-
     def budget(self) -> float:
         return deadline.budget(self._default_timeout)
 
@@ -40,10 +34,3 @@ class Database:
     async def fetchval(self, query: str, *args: Any) -> Any:
         async with self._pool.acquire(timeout=self.budget()) as conn:
             return await conn.fetchval(query, *args, timeout=self.budget())
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection inside a transaction; it commits when the block ends and rolls back on error."""
-        async with self._pool.acquire(timeout=self.budget()) as conn:
-            async with conn.transaction():
-                yield conn
