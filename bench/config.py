@@ -55,23 +55,94 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure the service's unary paths with h2load against a bare grpc.aio echo in the same run; "
         "print one JSON object on stdout and a table on stderr.",
     )
-    parser.add_argument("--duration", type=float, default=10.0, metavar="SECONDS", help="length of each measured run (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, metavar="SECONDS", help="unmeasured run per path and concurrency, which also sizes the measured runs (default 2)")
-    parser.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, metavar="CxM,...", help=f"h2load settings, connections x streams per connection (default {DEFAULT_CONCURRENCY})")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path and concurrency (default 3)")
-    parser.add_argument("--users", type=int, default=200, help="users to seed through CreateUser (default 200)")
-    parser.add_argument("--keys", type=int, default=4, help="distinct requests per path, one h2load process each, at most one per connection (default 4)")
-    parser.add_argument("--only", default=None, metavar="NAME,...", help="measure only these paths (the echo always runs)")
-    parser.add_argument("--path", action="append", default=[], metavar="NAME=/pkg.Service/Method", help="point a path at another method, or add one that sends GetUser's requests (repeatable)")
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL") or None, help="PostgreSQL for the service (default $BENCH_DATABASE_URL; unset: the embedded PostgreSQL)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the service (repeatable)")
-    parser.add_argument("--no-preflight", dest="preflight", action="store_false", help="skip the nghttp grpc-status check (lets a failing method reach the count check)")
-    parser.add_argument("--no-install", dest="install", action="store_false", help="never apt-get install nghttp2-client")
-    parser.add_argument("--json-only", action="store_true", help="print only the JSON (no progress, no table)")
-    parser.add_argument("--output", type=Path, default=None, metavar="FILE", help="also write the JSON to FILE")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep frames, h2load logs and server logs (always kept on failure)")
-    parser.add_argument("--workdir", type=Path, default=None, metavar="DIR", help="create the run's work directory under DIR (default: the system temp directory)")
-    parser.add_argument("--start-timeout", type=float, default=180.0, metavar="SECONDS", help="how long the service may take to become SERVING (default 180)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="length of each measured run (default 10)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="unmeasured run per path and concurrency, which also sizes the measured runs (default 2)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        default=DEFAULT_CONCURRENCY,
+        metavar="CxM,...",
+        help=f"h2load settings, connections x streams per connection (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds per path and concurrency (default 3)"
+    )
+    parser.add_argument(
+        "--users", type=int, default=200, help="users to seed through CreateUser (default 200)"
+    )
+    parser.add_argument(
+        "--keys",
+        type=int,
+        default=4,
+        help="distinct requests per path, one h2load process each, at most one per connection (default 4)",
+    )
+    parser.add_argument(
+        "--only", default=None, metavar="NAME,...", help="measure only these paths (the echo always runs)"
+    )
+    parser.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="NAME=/pkg.Service/Method",
+        help="point a path at another method, or add one that sends GetUser's requests (repeatable)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL") or None,
+        help="PostgreSQL for the service (default $BENCH_DATABASE_URL; unset: the embedded PostgreSQL)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the service (repeatable)",
+    )
+    parser.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help="skip the nghttp grpc-status check (lets a failing method reach the count check)",
+    )
+    parser.add_argument(
+        "--no-install", dest="install", action="store_false", help="never apt-get install nghttp2-client"
+    )
+    parser.add_argument(
+        "--json-only", action="store_true", help="print only the JSON (no progress, no table)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, metavar="FILE", help="also write the JSON to FILE"
+    )
+    parser.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep frames, h2load logs and server logs (always kept on failure)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="create the run's work directory under DIR (default: the system temp directory)",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=180.0,
+        metavar="SECONDS",
+        help="how long the service may take to become SERVING (default 180)",
+    )
     return parser
 
 
@@ -80,7 +151,11 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     problems: list[str] = []
-    for flag, value, minimum in (("--duration", args.duration, 0.1), ("--warmup", args.warmup, 0.1), ("--start-timeout", args.start_timeout, 1.0)):
+    for flag, value, minimum in (
+        ("--duration", args.duration, 0.1),
+        ("--warmup", args.warmup, 0.1),
+        ("--start-timeout", args.start_timeout, 1.0),
+    ):
         if value < minimum:
             problems.append(f"{flag} must be at least {minimum:g} seconds, got {value:g}")
     for flag, value in (("--rounds", args.rounds), ("--users", args.users), ("--keys", args.keys)):

@@ -67,7 +67,9 @@ async def serve(address: str, metrics_port: int | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", required=True, help="host:port to serve gRPC on")
-    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus HTTP port (off when unset)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="Prometheus HTTP port (off when unset)"
+    )
     args = parser.parse_args(argv)
     uvloop.run(serve(args.address, args.metrics_port))
 

@@ -45,10 +45,17 @@ def ensure_tools(*, install: bool = True) -> Tools:
     found = _which_both()
     if found is None and install and os.geteuid() == 0 and shutil.which("apt-get"):
         command = ["apt-get", "install", "-y", "-q", PACKAGE]
-        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        result = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        )
         if result.returncode != 0:  # a fresh machine may not have the package lists yet
             subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-            result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            result = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
         found = _which_both()
         if found is None:
             raise ToolError(f"installing {PACKAGE} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -200,11 +207,13 @@ async def run_load(
 
     commands: list[list[str]] = []
     for index in range(processes):
-        if requests is not None:
-            amount = ["-n", str(max(connections[index], math.ceil(requests * connections[index] / concurrency.connections)))]
+        if requests is not None:  # each process's share, by its connections
+            share = math.ceil(requests * connections[index] / concurrency.connections)
+            amount = ["-n", str(max(connections[index], share))]
         else:
             assert duration_s is not None
             amount = ["-D", f"{max(1, round(duration_s * 1000))}ms"]
+        # fmt: off
         commands.append([
             tools.h2load, "-t", "1",
             "-c", str(connections[index]), "-m", str(concurrency.streams), *amount,
@@ -213,9 +222,12 @@ async def run_load(
             "--log-file", str(logs[index]),
             url,
         ])
+        # fmt: on
 
     runs = [
-        await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         for command in commands
     ]
     try:
@@ -225,7 +237,9 @@ async def run_load(
             if run.returncode is None:
                 run.kill()
         await asyncio.gather(*(run.wait() for run in runs))
-        raise ToolError(f"h2load did not finish within {timeout_s:g}s against {url}: is the server stuck?") from None
+        raise ToolError(
+            f"h2load did not finish within {timeout_s:g}s against {url}: is the server stuck?"
+        ) from None
 
     counts = Counts(0, 0, 0, 0, 0, 0, 0)
     for run, (out, _) in zip(runs, outputs):

@@ -59,7 +59,10 @@ def spread(items: Sequence[T], count: int) -> list[T]:
     """count items evenly spaced over the sequence (repeating when it is shorter)."""
     if not items:
         raise ValueError("nothing was seeded to build requests from")
-    return [items[index * len(items) // count] if count <= len(items) else items[index % len(items)] for index in range(count)]
+    return [
+        items[index * len(items) // count] if count <= len(items) else items[index % len(items)]
+        for index in range(count)
+    ]
 
 
 async def _load_users(context: SeedContext) -> list[SeededUser]:

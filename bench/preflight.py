@@ -46,15 +46,15 @@ def parse_nghttp(output: str) -> CallCheck:
 
 async def check_call(nghttp: str, url: str, frame: Path, timeout_s: float = 15.0) -> CallCheck:
     """POST one frame to url with nghttp and return the statuses it saw."""
+    # fmt: off
     process = await asyncio.create_subprocess_exec(
         nghttp, "-v", "-n",  # -n: drop the (binary) response body, keep the frame log
         "-d", str(frame),
-        "-H", "content-type: application/grpc",
-        "-H", "te: trailers",
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
         url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
+    # fmt: on
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout_s)
     except TimeoutError:

@@ -58,7 +58,10 @@ def medians(rounds: Sequence[RoundResult]) -> dict[str, float | None]:
 
 
 def build_results(
-    rounds: Sequence[RoundResult], concurrency: Sequence[tuple[str, int, int]], paths: Sequence[tuple[str, str, str]], baseline: str
+    rounds: Sequence[RoundResult],
+    concurrency: Sequence[tuple[str, int, int]],
+    paths: Sequence[tuple[str, str, str]],
+    baseline: str,
 ) -> list[dict[str, Any]]:
     """Per concurrency: per path its rounds, medians and ratios to the baseline's medians.
 
@@ -67,7 +70,9 @@ def build_results(
     results: list[dict[str, Any]] = []
     for label, connections, streams in concurrency:
         by_path: dict[str, Any] = {}
-        base = medians([result for result in rounds if result.concurrency == label and result.path == baseline])
+        base = medians(
+            [result for result in rounds if result.concurrency == label and result.path == baseline]
+        )
         for name, method, server in paths:
             mine = [result for result in rounds if result.concurrency == label and result.path == name]
             if not mine:
@@ -81,10 +86,14 @@ def build_results(
                 "vs_echo": {
                     "rps": _ratio(middle["rps"], base["rps"]),
                     "p50_ms": _ratio(middle["p50_ms"], base["p50_ms"]),
-                    "server_cpu_us_per_call": _ratio(middle["server_cpu_us_per_call"], base["server_cpu_us_per_call"]),
+                    "server_cpu_us_per_call": _ratio(
+                        middle["server_cpu_us_per_call"], base["server_cpu_us_per_call"]
+                    ),
                 },
             }
-        results.append({"concurrency": label, "connections": connections, "streams": streams, "paths": by_path})
+        results.append(
+            {"concurrency": label, "connections": connections, "streams": streams, "paths": by_path}
+        )
     return results
 
 
@@ -97,7 +106,9 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     lines: list[str] = []
     header = f"{'path':<14}{'RPC/s per round':<24}{'median':>8}{'×echo':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU µs/call':>12}{'×echo':>7}{'PG µs/call':>11}"
     for block in results:
-        lines.append(f"concurrency {block['concurrency']} ({block['connections']} connections × {block['streams']} streams)")
+        lines.append(
+            f"concurrency {block['concurrency']} ({block['connections']} connections × {block['streams']} streams)"
+        )
         lines.append(header)
         for name, entry in block["paths"].items():
             middle, ratio = entry["median"], entry["vs_echo"]

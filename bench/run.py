@@ -78,7 +78,9 @@ class Runner:
         self.say(f"starting the echo and the service (work directory {self.workdir})")
         self.servers["echo"] = await start_echo(self.workdir)
         self.servers["service"] = await start_service(
-            self.workdir, database_url=self.config.database_url, extra_env=self.config.server_env,
+            self.workdir,
+            database_url=self.config.database_url,
+            extra_env=self.config.server_env,
             timeout_s=self.config.start_timeout_s,
         )
 
@@ -102,9 +104,14 @@ class Runner:
 
     async def preflight(self, targets: list[Target]) -> None:
         for target in targets:
-            check = await check_call(self.tools.nghttp, target.server.url(target.path.method), target.frames[0])
+            check = await check_call(
+                self.tools.nghttp, target.server.url(target.path.method), target.frames[0]
+            )
             if not check.ok:
-                raise BenchFailure(f"preflight: one {target.path.name} call ({target.path.method}) returned {check.describe()}", EXIT_PREFLIGHT)
+                raise BenchFailure(
+                    f"preflight: one {target.path.name} call ({target.path.method}) returned {check.describe()}",
+                    EXIT_PREFLIGHT,
+                )
             self.say(f"preflight {target.path.name}: grpc-status 0")
 
     def _load_timeout_s(self) -> float:
@@ -113,20 +120,32 @@ class Runner:
     async def warm_up(self, target: Target, concurrency: Concurrency) -> int:
         """Run for --warmup seconds unmeasured; return the request count that lasts about --duration."""
         result = await run_load(
-            self.tools, target.server.url(target.path.method), target.frames, concurrency,
-            self.workdir / "logs", duration_s=self.config.warmup_s, timeout_s=self._load_timeout_s(),
+            self.tools,
+            target.server.url(target.path.method),
+            target.frames,
+            concurrency,
+            self.workdir / "logs",
+            duration_s=self.config.warmup_s,
+            timeout_s=self._load_timeout_s(),
         )
         return max(math.ceil(result.rps * self.config.duration_s), 2 * concurrency.in_flight)
 
-    async def measure(self, target: Target, concurrency: Concurrency, requests: int, round_number: int) -> report.RoundResult:
+    async def measure(
+        self, target: Target, concurrency: Concurrency, requests: int, round_number: int
+    ) -> report.RoundResult:
         """One measured load with the server's OK count and CPU sampled around it."""
         server, method = target.server, target.path.method
         ok_before = await ok_count(server.metrics_port, method)
         server_before = procstat.cpu_ticks(procstat.server_pids(server.pid))
         pg_before = procstat.cpu_ticks(procstat.postgres_pids(self.pgdata))
         result = await run_load(
-            self.tools, server.url(method), target.frames, concurrency, self.workdir / "logs",
-            requests=requests, timeout_s=self._load_timeout_s(),
+            self.tools,
+            server.url(method),
+            target.frames,
+            concurrency,
+            self.workdir / "logs",
+            requests=requests,
+            timeout_s=self._load_timeout_s(),
         )
         pids = procstat.server_pids(server.pid)
         server_cpu = procstat.cpu_seconds_between(server_before, procstat.cpu_ticks(pids))
@@ -139,11 +158,21 @@ class Runner:
 
         counts = result.counts
         measured = report.RoundResult(
-            path=target.path.name, concurrency=concurrency.label, round=round_number, requests=counts.total,
-            succeeded=counts.succeeded, failed=counts.failed, errored=counts.errored, timeout=counts.timeout,
-            server_ok=server_ok, elapsed_s=result.elapsed_s, rps=result.rps,
-            p50_ms=result.percentile_ms(0.50), p99_ms=result.percentile_ms(0.99),
-            server_cpu_us_per_call=per_call(server_cpu), postgres_cpu_us_per_call=per_call(pg_cpu),
+            path=target.path.name,
+            concurrency=concurrency.label,
+            round=round_number,
+            requests=counts.total,
+            succeeded=counts.succeeded,
+            failed=counts.failed,
+            errored=counts.errored,
+            timeout=counts.timeout,
+            server_ok=server_ok,
+            elapsed_s=result.elapsed_s,
+            rps=result.rps,
+            p50_ms=result.percentile_ms(0.50),
+            p99_ms=result.percentile_ms(0.99),
+            server_cpu_us_per_call=per_call(server_cpu),
+            postgres_cpu_us_per_call=per_call(pg_cpu),
             server_rss_mib=procstat.rss_bytes(pids) / report.MIB,
         )
         self.rounds.append(measured)
@@ -151,12 +180,14 @@ class Runner:
         if counts.succeeded != server_ok:
             raise BenchFailure(
                 f"count check failed: {where}: h2load succeeded {counts.succeeded}, the server counted {server_ok} OK "
-                "(a failed gRPC call is still HTTP 200 to h2load)", EXIT_CHECK,
+                "(a failed gRPC call is still HTTP 200 to h2load)",
+                EXIT_CHECK,
             )
         if counts.failed or counts.errored or counts.timeout:
             raise BenchFailure(
                 f"count check failed: {where}: h2load saw {counts.failed} failed, {counts.errored} errored, "
-                f"{counts.timeout} timed-out requests", EXIT_CHECK,
+                f"{counts.timeout} timed-out requests",
+                EXIT_CHECK,
             )
         return measured
 
@@ -166,7 +197,9 @@ class Runner:
         self.timings["start_s"] = round(time.monotonic() - started, 1)
         targets = await self.prepare()
         self.timings["seed_s"] = round(time.monotonic() - started - self.timings["start_s"], 1)
-        self.peak_rss_since_seeding = all([procstat.reset_peak_rss(server.pid) for server in self.servers.values()])
+        self.peak_rss_since_seeding = all(
+            [procstat.reset_peak_rss(server.pid) for server in self.servers.values()]
+        )
         if self.config.preflight:
             await self.preflight(targets)
         for concurrency in self.config.concurrency:
@@ -177,7 +210,9 @@ class Runner:
                 requests[target.path.name] = await self.warm_up(target, concurrency)
             for round_number in range(1, self.config.rounds + 1):
                 for target in targets:
-                    measured = await self.measure(target, concurrency, requests[target.path.name], round_number)
+                    measured = await self.measure(
+                        target, concurrency, requests[target.path.name], round_number
+                    )
                     self.say(
                         f"[{concurrency.label} round {round_number}/{self.config.rounds}] {target.path.name}: "
                         f"{measured.rps:.0f} RPC/s, p99 {report.cell(measured.p99_ms, '.2f')} ms, "
@@ -206,7 +241,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _document(config: BenchConfig, paths: list[BenchPath[Any]], runner: Runner | None, tools: Tools | None) -> dict[str, Any]:
+def _document(
+    config: BenchConfig, paths: list[BenchPath[Any]], runner: Runner | None, tools: Tools | None
+) -> dict[str, Any]:
     rounds = runner.rounds if runner else []
     servers = runner.servers if runner else {}
     peak_mib = {name: _mib(procstat.peak_rss_bytes(server.pid)) for name, server in servers.items()}
@@ -242,14 +279,15 @@ def _document(config: BenchConfig, paths: list[BenchPath[Any]], runner: Runner |
             BASELINE,
         ),
         "servers": {
-            name: {"pid": server.pid, "peak_rss_mib": peak_mib[name]}
-            for name, server in servers.items()
+            name: {"pid": server.pid, "peak_rss_mib": peak_mib[name]} for name, server in servers.items()
         },
         # True when peak_rss_mib covers only the loads (VmHWM was reset after seeding).
         "peak_rss_excludes_seeding": runner.peak_rss_since_seeding if runner else False,
         "timings": runner.timings if runner else {},
         # Whose CPU postgres_cpu_us_per_call adds up: the embedded postmaster's tree, or every local postgres.
-        "postgres_cpu_scope": "embedded" if runner and runner.pgdata and procstat.postmaster_pid(runner.pgdata) else "local",
+        "postgres_cpu_scope": (
+            "embedded" if runner and runner.pgdata and procstat.postmaster_pid(runner.pgdata) else "local"
+        ),
         "workdir": None,
     }
 
@@ -268,7 +306,11 @@ async def _run(config: BenchConfig, paths: list[BenchPath[Any]]) -> tuple[dict[s
     except BenchFailure as failure:
         error = failure
     except (ToolError, ServerError, grpc.aio.AioRpcError, OSError) as failure:
-        text = f"{failure.code().name}: {failure.details()}" if isinstance(failure, grpc.aio.AioRpcError) else str(failure)
+        text = (
+            f"{failure.code().name}: {failure.details()}"
+            if isinstance(failure, grpc.aio.AioRpcError)
+            else str(failure)
+        )
         error = BenchFailure(f"setup failed: {text}", EXIT_SETUP)
     finally:
         document = _document(config, paths, runner, tools)  # before stopping: peak RSS needs the live pids
@@ -298,5 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     if not config.json_only and any(block["paths"] for block in document["results"]):
         print("\n" + report.table(document["results"]), file=sys.stderr)
     if document["error"]:
-        print(f"FAILED: {document['error']}" + (f" (logs in {document['workdir']})" if document["workdir"] else ""), file=sys.stderr)
+        print(
+            f"FAILED: {document['error']}"
+            + (f" (logs in {document['workdir']})" if document["workdir"] else ""),
+            file=sys.stderr,
+        )
     return status

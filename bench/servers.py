@@ -84,24 +84,35 @@ class ServerProcess:
             await self.process.wait()
 
 
-async def _spawn(name: str, args: list[str], env: Mapping[str, str], workdir: Path, grpc_port: int, metrics_port: int) -> ServerProcess:
+async def _spawn(
+    name: str, args: list[str], env: Mapping[str, str], workdir: Path, grpc_port: int, metrics_port: int
+) -> ServerProcess:
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
-            *args, cwd=REPO_ROOT, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-            stdout=log, stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
+            *args,
+            cwd=REPO_ROOT,
+            env=dict(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
     return ServerProcess(name, process, grpc_port, metrics_port, log_path)
 
 
-async def _wait_ready(server: ServerProcess, probe: Callable[[grpc.aio.Channel], Awaitable[bool]], timeout_s: float) -> None:
+async def _wait_ready(
+    server: ServerProcess, probe: Callable[[grpc.aio.Channel], Awaitable[bool]], timeout_s: float
+) -> None:
     """Poll probe until it says ready, the process exits, or timeout_s passes."""
     deadline = time.monotonic() + timeout_s
     last_error = "no answer yet"
     async with grpc.aio.insecure_channel(server.target) as channel:
         while time.monotonic() < deadline:
             if server.process.returncode is not None:
-                raise ServerError(f"{server.name} exited with {server.process.returncode} while starting:\n{server.log_tail()}")
+                raise ServerError(
+                    f"{server.name} exited with {server.process.returncode} while starting:\n{server.log_tail()}"
+                )
             try:
                 if await probe(channel):
                     return
@@ -110,13 +121,24 @@ async def _wait_ready(server: ServerProcess, probe: Callable[[grpc.aio.Channel],
                 last_error = f"{error.code().name}: {error.details()}"
             await asyncio.sleep(0.25)
     await server.stop(grace_s=5)
-    raise ServerError(f"{server.name} was not ready within {timeout_s:g}s ({last_error}):\n{server.log_tail()}")
+    raise ServerError(
+        f"{server.name} was not ready within {timeout_s:g}s ({last_error}):\n{server.log_tail()}"
+    )
 
 
 async def start_echo(workdir: Path, timeout_s: float = 30.0) -> ServerProcess:
     """The bare echo of bench/echo_server.py, ready when an echo call answers."""
     grpc_port, metrics_port = free_port(), free_port()
-    args = [sys.executable, "-m", "bench.echo_server", "--address", f"127.0.0.1:{grpc_port}", "--metrics-port", str(metrics_port)]
+    address = f"127.0.0.1:{grpc_port}"
+    args = [
+        sys.executable,
+        "-m",
+        "bench.echo_server",
+        "--address",
+        address,
+        "--metrics-port",
+        str(metrics_port),
+    ]
     server = await _spawn("echo", args, os.environ, workdir, grpc_port, metrics_port)
 
     async def answers(channel: grpc.aio.Channel) -> bool:
@@ -127,7 +149,14 @@ async def start_echo(workdir: Path, timeout_s: float = 30.0) -> ServerProcess:
     return server
 
 
-def service_env(base: Mapping[str, str], *, grpc_port: int, metrics_port: int, database_url: str | None, extra: Mapping[str, str]) -> dict[str, str]:
+def service_env(
+    base: Mapping[str, str],
+    *,
+    grpc_port: int,
+    metrics_port: int,
+    database_url: str | None,
+    extra: Mapping[str, str],
+) -> dict[str, str]:
     """The service's environment: ours, its ports, no cache, and the database choice.
 
     Without a database URL, DATABASE_URL and DB_HOST are removed so the server starts
@@ -146,14 +175,20 @@ def service_env(base: Mapping[str, str], *, grpc_port: int, metrics_port: int, d
     return env
 
 
-async def start_service(workdir: Path, *, database_url: str | None, extra_env: Mapping[str, str], timeout_s: float) -> ServerProcess:
+async def start_service(
+    workdir: Path, *, database_url: str | None, extra_env: Mapping[str, str], timeout_s: float
+) -> ServerProcess:
     """``python -m server``, ready when the standard health check says SERVING."""
     grpc_port, metrics_port = free_port(), free_port()
-    env = service_env(os.environ, grpc_port=grpc_port, metrics_port=metrics_port, database_url=database_url, extra=extra_env)
+    env = service_env(
+        os.environ, grpc_port=grpc_port, metrics_port=metrics_port, database_url=database_url, extra=extra_env
+    )
     server = await _spawn("service", [sys.executable, "-m", "server"], env, workdir, grpc_port, metrics_port)
 
     async def serving(channel: grpc.aio.Channel) -> bool:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=2.0
+        )
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     await _wait_ready(server, serving, timeout_s)
