@@ -32,7 +32,7 @@ from server.db.database import Database
 from server.db.embedded import start_embedded_postgres
 from server.db.pool import create_pool, warm_up
 from server.health import NOT_SERVING, HealthMonitor
-from server.interceptors import RpcInterceptor
+from server.interceptors import RpcPolicy
 from server.metrics import RpcMetrics, serve_metrics
 from server.passwords import Passwords
 from server.secret import mask_url
@@ -100,13 +100,16 @@ class App:
             await self.health.set(name, NOT_SERVING)
 
         server = grpc.aio.server(
-            interceptors=[RpcInterceptor(RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users, passwords), server)
+        policy = RpcPolicy(RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds)
+        user_service_pb2_grpc.add_UserServiceServicer_to_server(
+            policy.apply(UserServicer(users, passwords), user_service_pb2.DESCRIPTOR.services_by_name["UserService"]),
+            server,
+        )
         server.add_generic_rpc_handlers(
             [unimplemented_service(module.DESCRIPTOR.services_by_name[name], why) for module, name, why in _PLANNED]
         )

@@ -1,7 +1,10 @@
-"""The one server interceptor: deadline budget, request id, error mapping, metrics and access log per RPC.
+"""The per-call rules of the service — deadline budget, call context for logs, error mapping, metrics —
+applied around every servicer method once, when the servicer is registered.
 
-It wraps each unary handler once (wrappers are cached per method), so the cost per call is one extra
-coroutine frame and a few dictionary lookups; that cost is measured by the benchmark in bench/.
+This is deliberately not a ``grpc.aio.ServerInterceptor``: grpc runs interceptors on every call (handler
+lookup, call-details object, an extra coroutine), which cost a measurable share of a point read (see
+bench/README.md). Wrapping the servicer's methods at registration gives the same behaviour for one extra
+coroutine frame per call.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_status import rpc_status
 
 from server import deadline
@@ -23,44 +27,57 @@ from server.metrics import RpcMetrics
 
 log = logging.getLogger("server.rpc")
 
-request_id: ContextVar[str] = ContextVar("request_id", default="-")
-"""The caller's ``x-request-id`` metadata (or a generated id), for every log line of the call."""
-
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+S = TypeVar("S")
 
 
-class RpcInterceptor(grpc.aio.ServerInterceptor):
-    """Applies the per-call rules of the service around every unary handler."""
+class CallInfo:
+    """What log lines need to know about the call being served; the request id is read only when logged."""
+
+    __slots__ = ("method", "_context", "_request_id")
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.method = method
+        self._context = context
+        self._request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The caller's ``x-request-id`` metadata, or an id generated once for this call."""
+        if self._request_id is None:
+            given = dict(self._context.invocation_metadata() or ()).get("x-request-id")
+            self._request_id = str(given)[:128] if given else uuid.uuid4().hex
+        return self._request_id
+
+
+current_call: ContextVar[CallInfo | None] = ContextVar("current_call", default=None)
+
+
+class RpcPolicy:
+    """Wraps servicer methods with the per-call rules; ``apply`` once per servicer before registering it."""
 
     def __init__(self, metrics: RpcMetrics, default_timeout_seconds: float) -> None:
         self._metrics = metrics
         self._default_timeout = default_timeout_seconds
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # unknown methods (grpc answers UNIMPLEMENTED) and streams (health Watch, reflection)
-        wrapped = handler._replace(unary_unary=self._wrap(method, handler.unary_unary))
-        self._wrapped[method] = wrapped
-        return wrapped
+    def apply(self, servicer: S, service: ServiceDescriptor) -> S:
+        """Replaces each unary method of ``service`` on ``servicer`` by its wrapped version; returns it."""
+        for method in service.methods:
+            if method.client_streaming or method.server_streaming:
+                continue
+            behavior = getattr(servicer, method.name)
+            setattr(servicer, method.name, self._wrap(f"/{service.full_name}/{method.name}", behavior))
+        return servicer
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         metrics = self._metrics
         default_timeout = self._default_timeout
+        debug = log.isEnabledFor(logging.DEBUG)  # read once: the level is fixed at start
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             deadline.set_deadline(context.time_remaining(), default_timeout)
-            request_id.set(_request_id(context))
+            current_call.set(CallInfo(method, context))
             code = grpc.StatusCode.OK
             try:
                 return await behavior(request, context)
@@ -74,11 +91,11 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                 code = code_for(exc) or grpc.StatusCode.INTERNAL
                 if code is grpc.StatusCode.INTERNAL:
                     error_id = uuid.uuid4().hex
-                    log.exception("unexpected error", extra={"method": method, "error_id": error_id})
+                    log.exception("unexpected error", extra={"error_id": error_id})
                     status = internal_status(error_id)
                 else:
                     if code is grpc.StatusCode.UNAVAILABLE:
-                        log.warning("backend unavailable", extra={"method": method, "error": type(exc).__name__})
+                        log.warning("backend unavailable", extra={"error": type(exc).__name__})
                     status = to_status(exc, code)
                 await context.abort(
                     code, status.message, trailing_metadata=rpc_status.to_status(status).trailing_metadata
@@ -86,14 +103,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 elapsed = time.perf_counter() - started
                 metrics.observe(method, code, elapsed)
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("rpc", extra={"method": method, "code": code.name, "duration_ms": elapsed * 1000})
+                if debug:
+                    log.debug("rpc", extra={"code": code.name, "duration_ms": round(elapsed * 1000, 3)})
 
         return call
-
-
-def _request_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
-            return str(value)[:128]
-    return uuid.uuid4().hex

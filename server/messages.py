@@ -17,10 +17,13 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from server.domain import User
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
+    """An aware datetime as a Timestamp; plain arithmetic, several times cheaper than ``FromDatetime``."""
+    delta = value - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:
