@@ -33,7 +33,7 @@ from server.db.embedded import start_embedded_postgres
 from server.db.pool import create_pool, warm_up
 from server.health import NOT_SERVING, HealthMonitor
 from server.interceptors import RpcPolicy
-from server.metrics import RpcMetrics, serve_metrics
+from server.metrics import MetricsEndpoint, RpcMetrics
 from server.passwords import Passwords
 from server.secret import mask_url
 
@@ -64,6 +64,7 @@ class App:
         self._server: grpc.aio.Server | None = None
         self._pool = None
         self._cache: Cache | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self.health = health_aio.HealthServicer()
         self.port = 0
@@ -138,7 +139,7 @@ class App:
             await warm_up(self._pool, settings.db_pool_min_size, settings.db_connect_timeout_seconds)
         self._monitor_task = asyncio.create_task(monitor.run(), name="health-monitor")
         if settings.metrics_port is not None:
-            serve_metrics(self.metrics_registry, settings.metrics_port)
+            self._metrics_endpoint = MetricsEndpoint(self.metrics_registry, settings.metrics_port)
         log.info(
             "serving",
             extra={
@@ -174,6 +175,8 @@ class App:
             await self._server.stop(grace)
         if self._cache is not None:
             await self._cache.aclose()
+        if self._metrics_endpoint is not None:
+            await asyncio.to_thread(self._metrics_endpoint.close)
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=max(grace, 1.0))

@@ -46,6 +46,12 @@ class RpcMetrics:
         children[1].observe(seconds)
 
 
-def serve_metrics(registry: CollectorRegistry, port: int) -> None:
-    """Serves ``/metrics`` on ``port`` from a daemon thread (prometheus-client's own HTTP server)."""
-    start_http_server(port, registry=registry)
+class MetricsEndpoint:
+    """``/metrics`` on ``port``, served from a thread by prometheus-client's own HTTP server, until ``close()``."""
+
+    def __init__(self, registry: CollectorRegistry, port: int) -> None:
+        self._server, self._thread = start_http_server(port, registry=registry)
+
+    def close(self) -> None:
+        self._server.shutdown()  # blocks until serve_forever returns: at most one poll interval (0.5 s)
+        self._server.server_close()
