@@ -13,6 +13,9 @@ $$;
 CREATE TABLE users (
     id                uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     email             text        NOT NULL,
+    -- The email as compared: lowercased by the service (server.domain.email_key), not by PostgreSQL's
+    -- lower(), whose result depends on the database's locale; the cache keys use the same function.
+    email_key         text        NOT NULL,
     display_name      text        NOT NULL,
     password_hash     text        NOT NULL,
     preferences       jsonb       NOT NULL DEFAULT '{}'::jsonb,
@@ -28,8 +31,8 @@ CREATE TABLE users (
     CONSTRAINT users_preferences_size CHECK (pg_column_size(preferences) <= 65536)
 );
 
--- Emails are unique regardless of case; lookups use the same expression so they hit this index.
-CREATE UNIQUE INDEX users_email_lower_key ON users (lower(email));
+-- Emails are unique regardless of case; lookups go through this index.
+CREATE UNIQUE INDEX users_email_key_key ON users (email_key);
 -- Keyset pagination of ListUsers walks (created_at, id).
 CREATE INDEX users_created_at_id_idx ON users (created_at, id);
 

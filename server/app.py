@@ -133,7 +133,7 @@ class App:
             latest_version=migrate.latest_version(migrations),
             migrate_up=migrator.up if settings.migrate_on_start else None,
             interval_seconds=settings.health_check_interval_seconds,
-            check_timeout_seconds=max(settings.db_connect_timeout_seconds, 30.0),
+            check_timeout_seconds=settings.db_connect_timeout_seconds + 2.0,
         )
         if await monitor.check_once():  # SERVING at once when the database is already there
             await warm_up(self._pool, settings.db_pool_min_size, settings.db_connect_timeout_seconds)

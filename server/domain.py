@@ -8,6 +8,12 @@ from typing import Any
 from uuid import UUID
 
 
+def email_key(email: str) -> str:
+    """The form in which emails are compared, stored (users.email_key) and cached: one function for all three,
+    so that the database's uniqueness and the cache's keys can never disagree about which emails are equal."""
+    return email.lower()
+
+
 @dataclass(frozen=True)
 class User:
     """A user account, without its password hash (which never leaves the store)."""

@@ -5,7 +5,6 @@
      ├── NotFound             NOT_FOUND          + google.rpc.ResourceInfo
      ├── AlreadyExists        ALREADY_EXISTS     + google.rpc.ResourceInfo
      ├── Conflict             ABORTED            (stale etag, concurrent change)
-     ├── FailedPrecondition   FAILED_PRECONDITION
      ├── Unauthenticated      UNAUTHENTICATED
      └── Unavailable          UNAVAILABLE        (a dependency is down; the caller may retry)
 
@@ -73,10 +72,6 @@ class Conflict(DomainError):
     """The resource changed since the caller read it (stale etag) or under a concurrent write."""
 
 
-class FailedPrecondition(DomainError):
-    pass
-
-
 class Unauthenticated(DomainError):
     pass
 
@@ -93,7 +88,6 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Conflict: grpc.StatusCode.ABORTED,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -107,6 +101,9 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
     asyncpg.exceptions.TooManyConnectionsError: grpc.StatusCode.UNAVAILABLE,
     asyncpg.exceptions.InsufficientResourcesError: grpc.StatusCode.UNAVAILABLE,
     asyncpg.exceptions.UndefinedTableError: grpc.StatusCode.UNAVAILABLE,  # schema not migrated yet
+    asyncpg.exceptions.ReadOnlySQLTransactionError: grpc.StatusCode.UNAVAILABLE,  # a standby after failover
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError: grpc.StatusCode.UNAVAILABLE,  # rotated credentials
+    asyncpg.exceptions.InvalidCatalogNameError: grpc.StatusCode.UNAVAILABLE,  # the database is gone
     ConnectionError: grpc.StatusCode.UNAVAILABLE,
     OSError: grpc.StatusCode.UNAVAILABLE,
     TimeoutError: grpc.StatusCode.UNAVAILABLE,

@@ -1,4 +1,5 @@
-"""Keeps the standard grpc.health.v1 statuses true: SERVING only while PostgreSQL answers at the latest schema.
+"""Keeps the standard grpc.health.v1 statuses true: SERVING only while PostgreSQL answers, accepts writes and
+has at least the schema this build needs.
 
 The monitor checks in the background; while the database is down it retries with exponential backoff and
 full jitter (so replicas do not stampede a recovering database), and flips every status back to SERVING
@@ -69,21 +70,35 @@ class HealthMonitor:
     async def check_once(self) -> bool:
         """One check: returns whether the service can serve, after setting every status accordingly."""
         try:
-            healthy = await asyncio.wait_for(self._probe(), self._check_timeout)
-            reason = "schema is behind the latest migration" if not healthy else "ok"
+            version, read_only = await asyncio.wait_for(self._probe(), self._check_timeout)
+            if version < self._latest_version and self._migrate_up is not None:
+                # Outside the probe's timeout: a migration may rightly take longer than a health check.
+                await self._migrate_up()
+                version, read_only = await asyncio.wait_for(self._probe(), self._check_timeout)
+        except migrate.MigrationError as exc:
+            log.error("migration failed", extra={"error": str(exc)})
+            await self._set(False, f"migration failed: {exc}")
+            return False
         except Exception as exc:  # any failure to reach or query the database means "cannot serve"
-            healthy, reason = False, f"database unreachable: {type(exc).__name__}: {exc}"
+            await self._set(False, f"database unreachable: {type(exc).__name__}: {exc}")
+            return False
+        # A schema ahead of this build is fine (a newer replica migrated during a rolling deploy); one behind is not.
+        if version < self._latest_version:
+            reason = f"schema at version {version}, this build needs {self._latest_version}"
+        elif read_only:
+            reason = "database is read-only (a standby, or read-only transactions by default)"
+        else:
+            reason = "ok"
+        healthy = reason == "ok"
         await self._set(healthy, reason)
         return healthy
 
-    async def _probe(self) -> bool:
+    async def _probe(self) -> tuple[int, bool]:
+        """The schema version and whether writes would be refused, on one pooled connection."""
         async with self._pool.acquire() as conn:
             version = await migrate.current_version(conn)
-        if version < self._latest_version and self._migrate_up is not None:
-            await self._migrate_up()
-            async with self._pool.acquire() as conn:
-                version = await migrate.current_version(conn)
-        return version == self._latest_version
+            read_only = await conn.fetchval("SELECT current_setting('transaction_read_only') = 'on'")
+        return version, read_only
 
     async def _set(self, healthy: bool, reason: str) -> None:
         if healthy == self._serving:

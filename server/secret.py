@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
 
 class Secret:
@@ -29,10 +31,18 @@ class Secret:
 
 
 def mask_url(url: str) -> str:
-    """Returns ``url`` with any password replaced by ``***``, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """Returns ``url`` with every password (user info or query parameter) replaced by ``***``, for logs and
+    error messages; a URL too malformed to parse is not shown at all."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if parts.query:
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        masked = [(name, "***" if name.lower() in _SECRET_PARAMETERS else value) for name, value in query]
+        parts = parts._replace(query=urlencode(masked, safe="/*"))
+    return urlunsplit(parts)

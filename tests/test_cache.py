@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -16,7 +17,7 @@ from server.cache import keys
 from server.cache.base import Cache
 from server.cache.memory import MemoryCache
 from server.cache.redis import RedisCache
-from tests.backends import free_port
+from tests.backends import RedisServer, free_port
 from tests.harness import settings_for, unique_email
 
 PASSWORD = "long enough password"
@@ -128,3 +129,68 @@ async def test_every_rpc_still_works_when_redis_is_unreachable(database_url, sta
         mask = field_mask_pb2.FieldMask(paths=["display_name"])
         await users.UpdateUser(pb.UpdateUserRequest(user=pb.User(id=user.id, display_name="Still"), update_mask=mask))
         await users.DeleteUser(pb.DeleteUserRequest(id=user.id))
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+async def test_a_write_during_a_redis_pause_is_never_followed_by_a_stale_read(database_url, start_app, private_redis):
+    """Redis stops answering writes (CLIENT PAUSE) while a user is updated: the invalidation times out, yet
+    the next reads return the update, and once Redis answers again the stale entry is gone from it too."""
+    app = await start_app(settings_for(database_url, REDIS_URL=private_redis.url, REDIS_TIMEOUT_SECONDS="0.2"))
+    admin = redis.Redis.from_url(private_redis.url)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        user, bystander = await make_user(users), await make_user(users)
+        await get(users, user.id)
+        key = f"dataservice:v1:user:{user.id}"
+        assert await admin.exists(key), "the read filled the cache"
+
+        await admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        mask = field_mask_pb2.FieldMask(paths=["display_name"])
+        updated = (await users.UpdateUser(
+            pb.UpdateUserRequest(user=pb.User(id=user.id, display_name="During pause"), update_mask=mask),
+            timeout=5)).user
+        assert (await users.GetUser(pb.GetUserRequest(id=user.id), timeout=5)).user == updated
+        assert (await users.GetUser(pb.GetUserRequest(id=bystander.id), timeout=5)).user == bystander
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while await admin.exists(key):  # the background retry lands once the pause is over
+            assert asyncio.get_running_loop().time() < deadline, "the delayed invalidation never landed"
+            await asyncio.sleep(0.1)
+        assert await get(users, user.id) == updated
+    await admin.aclose()
+
+
+async def test_a_lost_invalidation_is_retried_and_its_key_bypassed_until_then(database_url, start_app, private_redis):
+    """Redis serves reads but refuses the DEL of an invalidation (here: an ACL that forbids DEL for a while).
+    The writer's process must not serve the entry its write replaced, and must delete it once Redis lets it."""
+    admin = redis.Redis.from_url(private_redis.url)
+    await admin.execute_command("ACL", "SETUSER", "svc", "on", ">svc-password", "~*", "&*", "+@all")
+    service_url = f"redis://svc:svc-password@127.0.0.1:{private_redis.port}/0"
+    app = await start_app(settings_for(database_url, REDIS_URL=service_url))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        user = await make_user(users)
+        await get(users, user.id)
+        key = f"dataservice:v1:user:{user.id}"
+        assert await admin.exists(key)
+
+        await admin.execute_command("ACL", "SETUSER", "svc", "-del")
+        mask = field_mask_pb2.FieldMask(paths=["display_name"])
+        updated = (await users.UpdateUser(
+            pb.UpdateUserRequest(user=pb.User(id=user.id, display_name="After"), update_mask=mask))).user
+        assert await admin.exists(key), "the invalidation really failed"
+        assert await get(users, user.id) == updated
+
+        await admin.execute_command("ACL", "SETUSER", "svc", "+del")
+        deadline = asyncio.get_running_loop().time() + 10
+        while await admin.exists(key):
+            assert asyncio.get_running_loop().time() < deadline, "the delayed invalidation never landed"
+            await asyncio.sleep(0.1)
+        assert await get(users, user.id) == updated
+    await admin.aclose()

@@ -6,10 +6,12 @@ These tests own a private PostgreSQL (stopped and started for real) so they neve
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import grpc
 import pytest
 from dataservice.v1 import user_service_pb2 as pb
@@ -107,3 +109,51 @@ async def test_health_goes_not_serving_when_the_server_stops(new_database, start
         stopping = asyncio.create_task(app.stop(2))
         assert (await watch.read()).status == NOT_SERVING
         await stopping
+
+
+async def test_a_schema_ahead_of_this_build_still_serves(new_database, start_app, tmp_path):
+    """A newer replica migrated first during a rolling deploy: this one must keep serving."""
+    url = await new_database()
+    newer = tmp_path / "newer"
+    shutil.copytree(MIGRATIONS, newer)
+    (newer / "9999_from_a_newer_build.up.sql").write_text("CREATE TABLE from_a_newer_build (id int);")
+    (newer / "9999_from_a_newer_build.down.sql").write_text("DROP TABLE from_a_newer_build;")
+    await migrate.Migrator(url, migrate.load_migrations(newer)).up()
+    app = await start_app(settings_for(url))
+    await wait_for_status(app.port, SERVING)
+
+
+async def test_a_read_only_database_is_not_serving_and_writes_are_unavailable(new_database, start_app):
+    """As after a failover that left the service pointing at a standby."""
+    url = await new_database()
+    await migrate.Migrator(url, migrate.load_migrations(MIGRATIONS)).up()
+    conn = await asyncpg.connect(url)
+    try:
+        name = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    finally:
+        await conn.close()
+    app = await start_app(settings_for(url))
+    assert set((await statuses(app.port)).values()) == {NOT_SERVING}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await users.CreateUser(pb.CreateUserRequest(
+                user=pb.User(email="ro@example.com", display_name="R"), password="long enough"))
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_migration_longer_than_a_health_check_completes(new_database, start_app, tmp_path):
+    slow = tmp_path / "slow"
+    shutil.copytree(MIGRATIONS, slow)
+    (slow / "9000_slow.up.sql").write_text("SELECT pg_sleep(3); CREATE TABLE slow_done (id int);")
+    (slow / "9000_slow.down.sql").write_text("DROP TABLE slow_done;")
+    url = await new_database()
+    # A one-second connect timeout makes each health check time out after three seconds.
+    app = await start_app(settings_for(url, MIGRATIONS_DIR=str(slow), DB_CONNECT_TIMEOUT_SECONDS="1"))
+    await wait_for_status(app.port, SERVING)
+    conn = await asyncpg.connect(url)
+    try:
+        assert await migrate.current_version(conn) == 9000
+    finally:
+        await conn.close()

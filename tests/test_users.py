@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 
 import asyncpg
@@ -330,3 +331,50 @@ async def test_password_is_stored_as_an_argon2id_hash(users, database_url):
     finally:
         await conn.close()
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+# --- Inputs that once reached the database unchecked ----------------------------------------------------------
+
+
+async def test_emails_equal_under_the_services_case_rule_are_one_account_beyond_ascii(users):
+    tag = uuid.uuid4().hex[:8]
+    first = await create(users, f"ΟΔΥΣ-{tag}@example.com")  # capital sigma before '-' lowers to final sigma
+    error = await fails(create(users, f"οδυς-{tag}@example.com"))
+    assert error.code() is grpc.StatusCode.ALREADY_EXISTS
+    for email in (f"οδυς-{tag}@example.com", f"ΟΔΥΣ-{tag}@example.com"):
+        assert (await users.LookupUser(pb.LookupUserRequest(email=email))).user.id == first.id
+    other = await create(users, f"οδυσ-{tag}@example.com")  # a medial sigma is another letter
+    assert (await users.LookupUser(pb.LookupUserRequest(email=other.email))).user.id == other.id
+
+
+async def test_an_etag_beyond_the_version_range_is_invalid_not_internal(users):
+    user = await create(users)
+    for call in (
+        users.UpdateUser(update_request(pb.User(id=user.id, display_name="x"), ["display_name"], etag="9" * 19)),
+        users.DeleteUser(pb.DeleteUserRequest(id=user.id, etag="9999999999999999999")),
+    ):
+        assert bad_request_fields(await fails(call)) == {"etag"}
+
+
+async def test_preferences_with_nan_are_invalid_but_a_literal_backslash_u0000_is_kept(users):
+    preferences = struct_pb2.Struct()
+    preferences.update({"ratio": float("nan")})
+    error = await fails(users.CreateUser(pb.CreateUserRequest(
+        user=pb.User(email=unique_email(), display_name="N", preferences=preferences), password=PASSWORD)))
+    assert bad_request_fields(error) == {"user.preferences"}
+    user = await create(users, preferences={"path": "C:\\u0000dir"})
+    assert dict(user.preferences) == {"path": "C:\\u0000dir"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v":1,"k":"users","t":"2026-01-01T00:00:00+00:00","i":123}',
+        b'{"v":1,"k":"users","t":"0001-01-01T00:00:00+14:00","i":"8f1c6f8e-5f5e-4d8a-9a57-2f1b5c8f1f00"}',
+        b'[' * 200 + b']' * 200,
+        b'"just a string"',
+    ],
+)
+async def test_forged_page_tokens_are_invalid_not_internal(users, payload):
+    token = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    assert bad_request_fields(await fails(users.ListUsers(pb.ListUsersRequest(page_token=token)))) == {"page_token"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from server.domain import PageCursor
@@ -19,6 +19,7 @@ from server.errors import InvalidArgument
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _TOKEN_VERSION = 1
+_MAX_TOKEN_LENGTH = 512  # tokens this service issues are ~150 characters; anything far longer is not one
 
 
 def page_size(requested: int) -> int:
@@ -37,14 +38,20 @@ def decode_token(kind: str, token: str) -> PageCursor | None:
     """The cursor in ``token``; None for the first page (empty token)."""
     if not token:
         return None
+    invalid = InvalidArgument.of("page_token", "is not a page token this method issued")
+    if len(token) > _MAX_TOKEN_LENGTH:
+        raise invalid
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload = json.loads(raw)
-        if payload["v"] != _TOKEN_VERSION or payload["k"] != kind:
+        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION or payload.get("k") != kind:
             raise ValueError("token of another kind or version")
-        created_at = datetime.fromisoformat(payload["t"])
+        created, row_id = payload.get("t"), payload.get("i")
+        if not isinstance(created, str) or not isinstance(row_id, str):
+            raise ValueError("malformed position")
+        created_at = datetime.fromisoformat(created)
         if created_at.tzinfo is None:
             raise ValueError("naive timestamp")
-        return PageCursor(created_at=created_at, id=UUID(payload["i"]))
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument.of("page_token", "is not a page token this method issued") from None
+        # Normalized to UTC here, so that an offset pushing the year out of range fails now, not in the driver.
+        return PageCursor(created_at=created_at.astimezone(UTC), id=UUID(row_id))
+    except (binascii.Error, ValueError, OverflowError, UnicodeDecodeError):
+        raise invalid from None

@@ -143,10 +143,23 @@ def _password(check: Violations, field: str, value: str) -> None:
 def _preferences(check: Violations, field: str, user: pb.User) -> dict[str, Any] | None:
     if not user.HasField("preferences"):
         return None
-    preferences = struct_to_dict(user.preferences)
-    encoded = json_text(preferences)
-    if len(encoded.encode()) > MAX_PREFERENCES_BYTES:
+    try:
+        preferences = struct_to_dict(user.preferences)
+    except ValueError:  # NaN or infinite numbers have no JSON form
+        check.add(field, "must not contain NaN or infinite numbers")
+        return None
+    if len(json_text(preferences).encode()) > MAX_PREFERENCES_BYTES:
         check.add(field, f"must be at most {MAX_PREFERENCES_BYTES} bytes as JSON")
-    elif "\\u0000" in encoded:
-        check.add(field, "must not contain NUL characters")
+    elif _contains_nul(preferences):
+        check.add(field, "must not contain NUL characters")  # PostgreSQL's jsonb cannot store them
     return preferences
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False

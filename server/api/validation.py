@@ -7,6 +7,9 @@ from uuid import UUID
 from server.errors import FieldViolation, InvalidArgument
 
 
+_MAX_VERSION = 2**63 - 1  # versions are PostgreSQL bigints
+
+
 class Violations:
     """Collects field violations; ``raise_if_any()`` turns them into one INVALID_ARGUMENT naming each field."""
 
@@ -56,7 +59,7 @@ class Violations:
         """Etags are the resource version the server sent; anything else cannot match."""
         if not value:
             return None
-        if not value.isascii() or not value.isdigit() or len(value) > 19:
+        if not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > _MAX_VERSION:
             self.add(field, "is not an etag this service issued")
             return None
         return int(value)

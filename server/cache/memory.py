@@ -32,7 +32,15 @@ class MemoryCache:
             return Lookup(None)
         token = uuid.uuid4().hex
         self._leases[key] = (token, now + LEASE_SECONDS)
+        if len(self._leases) > self._max_entries:
+            self._drop_expired_leases(now)  # misses that are never filled (unknown ids) leave their lease
         return Lookup(None, token)
+
+    def _drop_expired_leases(self, now: float) -> None:
+        for key in [key for key, (_, expires) in self._leases.items() if expires <= now]:
+            del self._leases[key]
+        while len(self._leases) > self._max_entries:  # all live: drop the oldest; its fill is merely refused
+            del self._leases[next(iter(self._leases))]
 
     async def fill(self, key: str, lease: str, value: bytes, ttl_seconds: float) -> bool:
         holder = self._leases.get(key)

@@ -1,12 +1,18 @@
 """The Redis cache: the lease rules done atomically in Redis with two small Lua scripts.
 
 A Redis failure never fails an RPC: reads become misses (served from PostgreSQL) and the error is logged.
-Short socket timeouts bound what an unreachable Redis costs each call.
+Short socket timeouts bound what an unreachable Redis costs each call. An invalidation that fails is not
+forgotten: its keys are retried in the background until Redis takes them, and until then this process
+reads those keys from PostgreSQL only, so its own callers never see the value their write replaced.
+(Other replicas are protected once the retry lands; closing that window entirely is the cache issue's
+key-epoch work.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import uuid
 
 import redis.asyncio as redis
@@ -17,6 +23,8 @@ from server.cache.base import Lookup
 log = logging.getLogger(__name__)
 
 LEASE_MILLISECONDS = 5000
+_RETRY_FIRST_SECONDS = 0.05
+_RETRY_MAX_SECONDS = 2.0
 
 # KEYS[1] value key, KEYS[2] lease key; ARGV[1] new lease token, ARGV[2] lease lifetime in ms.
 # One round trip: a hit returns the value; a miss takes the lease if nobody holds it.
@@ -52,8 +60,12 @@ class RedisCache:
         )
         self._get_or_lease = self._client.register_script(_GET_OR_LEASE)
         self._fill = self._client.register_script(_FILL)
+        self._unconfirmed: set[str] = set()  # keys whose invalidation Redis has not yet accepted
+        self._retry_task: asyncio.Task[None] | None = None
 
     async def get_or_lease(self, key: str) -> Lookup:
+        if key in self._unconfirmed:
+            return Lookup(None)  # its cached value may predate a write: read the database, fill nothing
         token = uuid.uuid4().hex
         try:
             value, lease = await self._get_or_lease(keys=[key, _lease_key(key)], args=[token, LEASE_MILLISECONDS])
@@ -74,11 +86,31 @@ class RedisCache:
 
     async def invalidate(self, *keys: str) -> None:
         try:
-            await self._client.delete(*keys, *(_lease_key(key) for key in keys))
+            await self._delete(keys)
         except (RedisError, OSError) as exc:
-            # The entry may outlive the write until its TTL ends; the read-your-writes guarantee across a
-            # Redis outage is the cache issue's work (key epochs). Say so loudly.
-            log.error("cache invalidation failed; a stale entry may be served until its TTL", extra={"error": repr(exc)})
+            log.error("cache invalidation failed; retrying in the background", extra={"error": repr(exc)})
+            self._unconfirmed.update(keys)
+            if self._retry_task is None or self._retry_task.done():
+                self._retry_task = asyncio.create_task(self._retry_invalidations(), name="cache-invalidation-retry")
+
+    async def _delete(self, keys: tuple[str, ...] | list[str]) -> None:
+        await self._client.delete(*keys, *(_lease_key(key) for key in keys))
+
+    async def _retry_invalidations(self) -> None:
+        """Deletes the unconfirmed keys until Redis accepts, with exponential backoff and full jitter."""
+        delay = _RETRY_FIRST_SECONDS
+        while self._unconfirmed:
+            await asyncio.sleep(random.uniform(0, delay))
+            keys = list(self._unconfirmed)
+            try:
+                await self._delete(keys)
+            except (RedisError, OSError):
+                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+                continue
+            self._unconfirmed.difference_update(keys)
+            log.info("delayed cache invalidation done", extra={"keys": len(keys)})
 
     async def aclose(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
         await self._client.aclose()

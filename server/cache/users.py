@@ -14,7 +14,7 @@ from dataservice.v1 import user_service_pb2 as user_pb
 from server.cache import keys
 from server.cache.base import Cache
 from server.db.database import Database
-from server.domain import Credentials, PageCursor, User, UserChanges
+from server.domain import Credentials, PageCursor, User, UserChanges, email_key
 from server.errors import NotFound
 from server.messages import user_from_message, user_message
 from server.store import users as store
@@ -51,7 +51,7 @@ class Users:
                 user = await self.get(UUID(cached.value.decode()))
             except NotFound:
                 user = None
-            if user is not None and user.email.lower() == email.lower():
+            if user is not None and email_key(user.email) == email_key(email):
                 return user
             await self._cache.invalidate(key)
             cached = await self._cache.get_or_lease(key)

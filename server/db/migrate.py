@@ -21,6 +21,9 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.up\.sql$")
+# How long one migration statement may wait for a table lock before the run fails (and is retried later):
+# DDL queued behind a long transaction would otherwise hold up every query on that table behind it.
+LOCK_TIMEOUT = "10s"
 # Derived from a fixed name, so that every replica of this service contends for the same lock.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"dataservice:schema_migrations").digest()[:8], "big", signed=True)
 
@@ -229,7 +232,8 @@ class _LockedConnection:
     async def __aenter__(self) -> asyncpg.Connection:
         conn = await self._migrator._connect()
         try:
-            await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+            await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)  # waits for another runner, unbounded
+            await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")  # session-level: a dedicated connection
             await conn.execute(_CREATE_TABLE)
         except BaseException:
             await conn.close()

@@ -1,7 +1,8 @@
 """Creation of the asyncpg pool, with the per-connection setup the stores rely on.
 
-The pool is created without connecting (``min_size`` connections are opened lazily and refilled by use),
-so the server starts while PostgreSQL is down and serves as soon as it comes back.
+The pool is created without connecting (asyncpg's ``min_size`` is 0: connections open on demand and close
+after five idle minutes), so the server starts while PostgreSQL is down and serves as soon as it is back;
+``warm_up`` opens DB_POOL_MIN_SIZE connections at start when PostgreSQL is already reachable.
 """
 
 from __future__ import annotations

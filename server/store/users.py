@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from server.db.database import Database
-from server.domain import Credentials, PageCursor, User, UserChanges
+from server.domain import Credentials, PageCursor, User, UserChanges, email_key
 from server.errors import AlreadyExists, Conflict, NotFound
 
 _COLUMNS = "id, email, display_name, preferences, created_at, updated_at, version"
@@ -40,8 +40,8 @@ async def create_user(
     try:
         row = await db.fetchrow(
             f"""
-            INSERT INTO users (email, display_name, preferences, password_hash, create_request_id)
-            VALUES ($1, $2, $3, $4, $5)
+            INSERT INTO users (email, email_key, display_name, preferences, password_hash, create_request_id)
+            VALUES ($1, $6, $2, $3, $4, $5)
             ON CONFLICT (create_request_id) DO NOTHING
             RETURNING {_COLUMNS}
             """,
@@ -50,6 +50,7 @@ async def create_user(
             preferences,
             password_hash,
             request_id,
+            email_key(email),
         )
     except asyncpg.UniqueViolationError:
         # A concurrent retry of the same request may have won the race on the email index instead of on
@@ -78,14 +79,14 @@ async def get_user(db: Database, user_id: UUID) -> User:
 
 
 async def get_user_by_email(db: Database, email: str) -> User:
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1)", email)
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE email_key = $1", email_key(email))
     if row is None:
         raise NotFound("User", email)
     return _user(row)
 
 
 async def get_credentials_by_email(db: Database, email: str) -> Credentials | None:
-    row = await db.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM users WHERE lower(email) = lower($1)", email)
+    row = await db.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM users WHERE email_key = $1", email_key(email))
     return Credentials(_user(row), row["password_hash"]) if row else None
 
 
@@ -117,6 +118,7 @@ async def update_user(db: Database, user_id: UUID, changes: UserChanges, *, expe
             f"""
             UPDATE users SET
                 email        = coalesce($2, email),
+                email_key    = coalesce($6, email_key),
                 display_name = coalesce($3, display_name),
                 preferences  = coalesce($4, preferences)
             WHERE id = $1 AND ($5::bigint IS NULL OR version = $5)
@@ -127,6 +129,7 @@ async def update_user(db: Database, user_id: UUID, changes: UserChanges, *, expe
             changes.display_name,
             changes.preferences,
             expected_version,
+            email_key(changes.email) if changes.email is not None else None,
         )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists("User", changes.email or "", _EMAIL_TAKEN) from None
