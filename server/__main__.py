@@ -11,7 +11,7 @@ import sys
 
 import uvloop
 
-from server.app import App
+from server.app import App, StartupError
 from server.config import ConfigError, Settings
 from server.db import migrate
 from server.db.embedded import EmbeddedUnavailable, start_embedded_postgres
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except migrate.MigrationError as exc:
         print(f"migration error: {exc}", file=sys.stderr)
         return 1
-    except EmbeddedUnavailable as exc:
+    except (EmbeddedUnavailable, StartupError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,7 @@ import contextlib
 import enum
 import logging
 
+import asyncpg
 import grpc
 from dataservice.v1 import (
     content_service_pb2,
@@ -45,7 +46,15 @@ _PLANNED = [
     (recommendation_service_pb2, "RecommendationService", "recommendations arrive with the embeddings issue"),
     (embedding_service_pb2, "EmbeddingService", "embeddings arrive with the embeddings issue"),
 ]
+SERVICE_NAMES = [
+    user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+    *(module.DESCRIPTOR.services_by_name[name].full_name for module, name, _ in _PLANNED),
+]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the protos promise 16 MiB for embedding batches
+
+
+class StartupError(RuntimeError):
+    """The server cannot start as configured; the message names the setting."""
 
 
 class AppState(enum.Enum):
@@ -55,14 +64,14 @@ class AppState(enum.Enum):
 
 
 class App:
-    """One running dataservice: ``await start()``, then ``await wait_for_termination()`` or ``await stop()``."""
+    """One running dataservice: ``await start()``, later ``await stop()``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics_registry = CollectorRegistry()
         self._state = AppState.CREATED
         self._server: grpc.aio.Server | None = None
-        self._pool = None
+        self._pool: asyncpg.Pool | None = None
         self._cache: Cache | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._monitor_task: asyncio.Task[None] | None = None
@@ -78,60 +87,35 @@ class App:
         """Starts serving and returns the bound port. The database may be down: health says so until it is up."""
         if self._state is not AppState.CREATED:
             raise RuntimeError(f"cannot start an App that is {self._state.value}; build a new one")
-        settings = self.settings
         self._state = AppState.RUNNING
+        settings = self.settings
         if settings.database_url is None:
             self.dsn = await asyncio.to_thread(start_embedded_postgres, settings.embedded_pg_dir)
         else:
             self.dsn = settings.database_url.reveal()
         migrations = migrate.load_migrations(settings.migrations_dir)
         self._pool = await create_pool(self.dsn, settings)
-        db = Database(self._pool, settings.db_command_timeout_seconds)
         self._cache = create_cache(settings)
-        users = Users(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
-        passwords = await asyncio.to_thread(
-            Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
-        )
-
-        service_names = [
-            user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
-            *(module.DESCRIPTOR.services_by_name[name].full_name for module, name, _ in _PLANNED),
-        ]
-        for name in ["", *service_names]:
+        for name in ["", *SERVICE_NAMES]:  # the stock servicer starts as SERVING; nothing is checked yet
             await self.health.set(name, NOT_SERVING)
 
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
-        policy = RpcPolicy(RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds)
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            policy.apply(UserServicer(users, passwords), user_service_pb2.DESCRIPTOR.services_by_name["UserService"]),
-            server,
-        )
-        server.add_generic_rpc_handlers(
-            [unimplemented_service(module.DESCRIPTOR.services_by_name[name], why) for module, name, why in _PLANNED]
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            server,
-        )
-        self.port = server.add_insecure_port(settings.grpc_address)
-        if self.port == 0:
-            raise RuntimeError(f"could not bind GRPC_ADDRESS {settings.grpc_address}")
-        await server.start()
-        self._server = server
+        self._server = await self._build_server()
+        try:
+            self.port = self._server.add_insecure_port(settings.grpc_address)
+        except RuntimeError:
+            raise StartupError(f"GRPC_ADDRESS: cannot bind {settings.grpc_address} (in use, or not allowed)") from None
+        await self._server.start()
 
-        migrator = migrate.Migrator(self.dsn, migrations, connect_timeout=settings.db_connect_timeout_seconds)
         monitor = HealthMonitor(
             self.health,
-            service_names,
+            SERVICE_NAMES,
             self._pool,
             latest_version=migrate.latest_version(migrations),
-            migrate_up=migrator.up if settings.migrate_on_start else None,
+            migrate_up=(
+                migrate.Migrator(self.dsn, migrations, connect_timeout=settings.db_connect_timeout_seconds).up
+                if settings.migrate_on_start
+                else None
+            ),
             interval_seconds=settings.health_check_interval_seconds,
             check_timeout_seconds=settings.db_connect_timeout_seconds + 2.0,
         )
@@ -151,9 +135,36 @@ class App:
         )
         return self.port
 
-    async def wait_for_termination(self) -> None:
-        assert self._server is not None
-        await self._server.wait_for_termination()
+    async def _build_server(self) -> grpc.aio.Server:
+        """The gRPC server with every service registered: implemented, planned, health and reflection."""
+        settings = self.settings
+        assert self._pool is not None and self._cache is not None
+        db = Database(self._pool, settings.db_command_timeout_seconds)
+        users = Users(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
+        passwords = await asyncio.to_thread(  # hashes its decoy password: CPU work, off the loop
+            Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
+        )
+        policy = RpcPolicy(RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds)
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        user_service_pb2_grpc.add_UserServiceServicer_to_server(
+            policy.apply(UserServicer(users, passwords), user_service_pb2.DESCRIPTOR.services_by_name["UserService"]),
+            server,
+        )
+        server.add_generic_rpc_handlers(
+            [unimplemented_service(module.DESCRIPTOR.services_by_name[name], why) for module, name, why in _PLANNED]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+        return server
 
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Stops serving: health NOT_SERVING, in-flight RPCs finish within the grace, then cache and pool close.

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -152,3 +153,16 @@ async def test_a_database_password_never_reaches_the_logs(database_url, where):
     logs = stderr.decode()
     assert '"message": "serving"' in logs and "***" in logs
     assert SECRET not in logs
+
+
+async def test_a_taken_port_stops_the_server_with_one_clear_line(database_url):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**os.environ, "DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{taken.getsockname()[1]}"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server", cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert "configuration error: GRPC_ADDRESS: cannot bind" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
