@@ -43,7 +43,7 @@ async def get(users, user_id: str) -> pb.User:
 
 async def test_a_read_after_update_returns_the_update_even_when_cached(cached_users):
     user = await make_user(cached_users)
-    assert await get(cached_users, user.id) == await get(cached_users, user.id)  # second read is a hit
+    assert await get(cached_users, user.id) == user  # fills the cache; the update below must invalidate it
     mask = field_mask_pb2.FieldMask(paths=["display_name"])
     updated = (await cached_users.UpdateUser(
         pb.UpdateUserRequest(user=pb.User(id=user.id, display_name="Renamed"), update_mask=mask))).user
