@@ -77,7 +77,10 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     else:
         dsn = settings.database_url.reveal()
     migrator = migrate.Migrator(
-        dsn, migrate.load_migrations(settings.migrations_dir), connect_timeout=settings.db_connect_timeout_seconds
+        dsn,
+        migrate.load_migrations(settings.migrations_dir),
+        connect_timeout=settings.db_connect_timeout_seconds,
+        statement_timeout=settings.migration_timeout_seconds,
     )
     if args.action == "status":
         for line in await migrator.status():

@@ -110,20 +110,25 @@ class App:
             self.health,
             SERVICE_NAMES,
             self._pool,
-            latest_version=migrate.latest_version(migrations),
-            migrate_up=(
-                migrate.Migrator(self.dsn, migrations, connect_timeout=settings.db_connect_timeout_seconds).up
-                if settings.migrate_on_start
-                else None
+            migrator=migrate.Migrator(
+                self.dsn,
+                migrations,
+                connect_timeout=settings.db_connect_timeout_seconds,
+                statement_timeout=settings.migration_timeout_seconds,
             ),
+            auto_migrate=settings.migrate_on_start,
             interval_seconds=settings.health_check_interval_seconds,
             check_timeout_seconds=settings.db_connect_timeout_seconds + 2.0,
+            migration_timeout_seconds=settings.migration_timeout_seconds,
         )
         if await monitor.check_once():  # SERVING at once when the database is already there
             await warm_up(self._pool, settings.db_pool_min_size, settings.db_connect_timeout_seconds)
         self._monitor_task = asyncio.create_task(monitor.run(), name="health-monitor")
         if settings.metrics_port is not None:
-            self._metrics_endpoint = MetricsEndpoint(self.metrics_registry, settings.metrics_port)
+            try:
+                self._metrics_endpoint = MetricsEndpoint(self.metrics_registry, settings.metrics_port)
+            except OSError as exc:
+                raise StartupError(f"METRICS_PORT: cannot serve metrics on {settings.metrics_port} ({exc})") from None
         log.info(
             "serving",
             extra={

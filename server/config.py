@@ -59,6 +59,8 @@ class Settings:
     db_statement_cache_size: int = 100
     """asyncpg prepared-statement cache per connection; 0 behind PgBouncer in transaction mode."""
     migrate_on_start: bool = True
+    migration_timeout_seconds: float = 600.0
+    """How long the server's own ``migrate up`` may run before it is rolled back and retried later."""
     migrations_dir: Path = Path("migrations")
     health_check_interval_seconds: float = 2.0
     shutdown_grace_seconds: float = 10.0
@@ -96,6 +98,9 @@ class Settings:
             ),
             db_statement_cache_size=read.get("DB_STATEMENT_CACHE_SIZE", _non_negative_int, cls.db_statement_cache_size),
             migrate_on_start=read.get("MIGRATE_ON_START", _bool, cls.migrate_on_start),
+            migration_timeout_seconds=read.get(
+                "MIGRATION_TIMEOUT_SECONDS", _positive(float), cls.migration_timeout_seconds
+            ),
             migrations_dir=read.get("MIGRATIONS_DIR", Path, cls.migrations_dir),
             health_check_interval_seconds=read.get(
                 "HEALTH_CHECK_INTERVAL_SECONDS", _positive(float), cls.health_check_interval_seconds

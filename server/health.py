@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 import asyncpg
 from grpc_health.v1 import health_pb2
@@ -36,18 +36,22 @@ class HealthMonitor:
         service_names: Iterable[str],
         pool: asyncpg.Pool,
         *,
-        latest_version: int,
-        migrate_up: Callable[[], Awaitable[object]] | None,
+        migrator: migrate.Migrator,
+        auto_migrate: bool,
         interval_seconds: float,
         check_timeout_seconds: float,
+        migration_timeout_seconds: float,
     ) -> None:
         self._servicer = servicer
         self._names = ["", *service_names]
         self._pool = pool
-        self._latest_version = latest_version
-        self._migrate_up = migrate_up
+        self._migrator = migrator
+        self._latest_version = migrator.latest_version
+        self._auto_migrate = auto_migrate
         self._interval = interval_seconds
         self._check_timeout = check_timeout_seconds
+        self._migration_timeout = migration_timeout_seconds
+        self._schema_verified = False
         self._serving: bool | None = None
 
     @property
@@ -71,13 +75,16 @@ class HealthMonitor:
         """One check: returns whether the service can serve, after setting every status accordingly."""
         try:
             version, read_only = await asyncio.wait_for(self._probe(), self._check_timeout)
-            if version < self._latest_version and self._migrate_up is not None:
-                # Outside the probe's timeout: a migration may rightly take longer than a health check.
-                await self._migrate_up()
+            if version < self._latest_version and self._auto_migrate:
+                # A budget of its own: a migration may rightly take longer than a health check.
+                await asyncio.wait_for(self._migrator.up(), self._migration_timeout)
                 version, read_only = await asyncio.wait_for(self._probe(), self._check_timeout)
+            if not self._schema_verified:
+                # Once per process: the applied migrations must be the ones this build ships, byte for byte.
+                await asyncio.wait_for(self._migrator.verify(), self._check_timeout)
+                self._schema_verified = True
         except migrate.MigrationError as exc:
-            log.error("migration failed", extra={"error": str(exc)})
-            await self._set(False, f"migration failed: {exc}")
+            await self._set(False, f"migrations: {exc}")
             return False
         except Exception as exc:  # any failure to reach or query the database means "cannot serve"
             await self._set(False, f"database unreachable: {type(exc).__name__}: {exc}")

@@ -157,3 +157,34 @@ async def test_a_migration_longer_than_a_health_check_completes(new_database, st
         assert await migrate.current_version(conn) == 9000
     finally:
         await conn.close()
+
+
+async def test_a_database_whose_applied_migration_differs_from_this_build_is_not_serving(
+    new_database, start_app, tmp_path
+):
+    """Same version, other content (an edited migration): serving would fail queries, so health says no."""
+    other = tmp_path / "other"
+    shutil.copytree(MIGRATIONS, other)
+    first = sorted(other.glob("0001_*.up.sql"))[0]
+    first.write_text(first.read_text() + "\n-- an edit made after this migration was applied\n")
+    url = await new_database()
+    await migrate.Migrator(url, migrate.load_migrations(other)).up()
+    app = await start_app(settings_for(url))
+    assert set((await statuses(app.port)).values()) == {NOT_SERVING}
+
+
+async def test_a_migration_over_its_time_budget_is_rolled_back_and_the_server_still_starts(
+    new_database, start_app, tmp_path
+):
+    slow = tmp_path / "slow"
+    shutil.copytree(MIGRATIONS, slow)
+    (slow / "9000_slow.up.sql").write_text("CREATE TABLE slow_started (id int); SELECT pg_sleep(30);")
+    (slow / "9000_slow.down.sql").write_text("DROP TABLE slow_started;")
+    url = await new_database()
+    app = await start_app(settings_for(url, MIGRATIONS_DIR=str(slow), MIGRATION_TIMEOUT_SECONDS="1"))
+    assert set((await statuses(app.port)).values()) == {NOT_SERVING}
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('slow_started')") is None, "the slow migration rolled back"
+    finally:
+        await conn.close()

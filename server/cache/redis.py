@@ -11,6 +11,7 @@ key-epoch work.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -60,7 +61,9 @@ class RedisCache:
         )
         self._get_or_lease = self._client.register_script(_GET_OR_LEASE)
         self._fill = self._client.register_script(_FILL)
-        self._unconfirmed: set[str] = set()  # keys whose invalidation Redis has not yet accepted
+        # Keys whose invalidation Redis has not yet accepted, each with a count of failed invalidations: a
+        # retry confirms a key only if no newer invalidation of it failed while the retry was in flight.
+        self._unconfirmed: dict[str, int] = {}
         self._retry_task: asyncio.Task[None] | None = None
 
     async def get_or_lease(self, key: str) -> Lookup:
@@ -89,7 +92,8 @@ class RedisCache:
             await self._delete(keys)
         except (RedisError, OSError) as exc:
             log.error("cache invalidation failed; retrying in the background", extra={"error": repr(exc)})
-            self._unconfirmed.update(keys)
+            for key in keys:
+                self._unconfirmed[key] = self._unconfirmed.get(key, 0) + 1
             if self._retry_task is None or self._retry_task.done():
                 self._retry_task = asyncio.create_task(self._retry_invalidations(), name="cache-invalidation-retry")
 
@@ -101,16 +105,30 @@ class RedisCache:
         delay = _RETRY_FIRST_SECONDS
         while self._unconfirmed:
             await asyncio.sleep(random.uniform(0, delay))
-            keys = list(self._unconfirmed)
+            attempted = dict(self._unconfirmed)
             try:
-                await self._delete(keys)
+                await self._delete(list(attempted))
             except (RedisError, OSError):
                 delay = min(delay * 2, _RETRY_MAX_SECONDS)
                 continue
-            self._unconfirmed.difference_update(keys)
-            log.info("delayed cache invalidation done", extra={"keys": len(keys)})
+            for key, failures in attempted.items():
+                if self._unconfirmed.get(key) == failures:
+                    del self._unconfirmed[key]
+            log.info("delayed cache invalidation done", extra={"keys": len(attempted)})
 
     async def aclose(self) -> None:
+        """Closes the client, after one last attempt at invalidations still pending: a restart must not
+        leave behind an entry that a write already replaced."""
         if self._retry_task is not None:
             self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+        if self._unconfirmed:
+            try:
+                await self._delete(list(self._unconfirmed))
+            except (RedisError, OSError) as exc:
+                log.error(
+                    "pending cache invalidations lost at shutdown; stale entries may live until their TTL",
+                    extra={"keys": len(self._unconfirmed), "error": repr(exc)},
+                )
         await self._client.aclose()

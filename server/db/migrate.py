@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -111,11 +112,38 @@ async def current_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
 class Migrator:
     """Moves one database's schema between versions. Use ``up``, ``down``, ``to`` or ``status``."""
 
-    def __init__(self, dsn: str, migrations: list[Migration], *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        migrations: list[Migration],
+        *,
+        connect_timeout: float = 10.0,
+        statement_timeout: float = 600.0,
+    ) -> None:
         self._dsn = dsn
         self._migrations = migrations
         self._by_version = {migration.version: migration for migration in migrations}
         self._connect_timeout = connect_timeout
+        # Bounds every statement, waiting for another runner's lock included: on a connection that dies
+        # silently (a network partition), a migration would otherwise wait forever.
+        self._statement_timeout = statement_timeout
+
+    @property
+    def latest_version(self) -> int:
+        return latest_version(self._migrations)
+
+    async def verify(self) -> None:
+        """Raises MigrationError unless every applied migration this build knows matches its file.
+
+        Migrations applied beyond this build's latest (by a newer build, during a rolling deploy) are allowed.
+        """
+        conn = await self._connect()
+        try:
+            exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            applied = await self._applied(conn) if exists else []
+        finally:
+            await conn.close()
+        self._check(record for record in applied if record.version <= self.latest_version)
 
     async def up(self) -> list[Migration]:
         """Applies every pending migration; returns those applied by this call."""
@@ -173,7 +201,7 @@ class Migrator:
         return lines
 
     async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+        return await asyncpg.connect(self._dsn, timeout=self._connect_timeout, command_timeout=self._statement_timeout)
 
     def _locked(self) -> _LockedConnection:
         return _LockedConnection(self)
@@ -185,6 +213,10 @@ class Migrator:
     async def _verified(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
         """The applied migrations, after checking that each still matches its file."""
         applied = await self._applied(conn)
+        self._check(applied)
+        return applied
+
+    def _check(self, applied: Iterable[AppliedMigration]) -> None:
         for record in applied:
             on_disk = self._by_version.get(record.version)
             if on_disk is None:
@@ -196,7 +228,6 @@ class Migrator:
                     f"migration {on_disk.label} was edited after it was applied (checksum mismatch); "
                     "add a new migration instead of editing an applied one"
                 )
-        return applied
 
     async def _apply(self, conn: asyncpg.Connection, migration: Migration) -> None:
         log.info("applying migration", extra={"migration": migration.label})
@@ -232,17 +263,21 @@ class _LockedConnection:
     async def __aenter__(self) -> asyncpg.Connection:
         conn = await self._migrator._connect()
         try:
-            await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)  # waits for another runner, unbounded
+            await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)  # waits for another runner
             await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")  # session-level: a dedicated connection
             await conn.execute(_CREATE_TABLE)
         except BaseException:
-            await conn.close()
+            conn.terminate()
             raise
         self._conn = conn
         return conn
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         assert self._conn is not None
+        if exc_type is not None:
+            # The connection may be dead or mid-statement: drop it; the server then releases the lock.
+            self._conn.terminate()
+            return
         try:
             await self._conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
         finally:
