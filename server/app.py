@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 
@@ -185,8 +184,12 @@ class App:
         await self.health.enter_graceful_shutdown()
         if self._monitor_task is not None:
             self._monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._monitor_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a bug in the monitor must not keep the server from stopping
+                log.exception("health monitor had failed")
         if self._server is not None:
             await self._server.stop(grace)
         if self._cache is not None:

@@ -27,6 +27,14 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _FIRST_RETRY_SECONDS = 0.1
 
 
+def retry_delay(failures: int, *, first_seconds: float, max_seconds: float) -> float:
+    """Exponential backoff with full jitter after ``failures`` failures in a row (1 or more), capped.
+
+    The exponent is bounded so that a database that stays away for hours never overflows the float.
+    """
+    return random.uniform(0, min(max_seconds, first_seconds * 2 ** min(failures - 1, 32)))
+
+
 class HealthMonitor:
     """Polls the database and sets the health status of ``""`` and of each service name."""
 
@@ -69,7 +77,7 @@ class HealthMonitor:
     def _delay(self, failures: int) -> float:
         if failures == 0:
             return self._interval
-        return random.uniform(0, min(self._interval, _FIRST_RETRY_SECONDS * 2 ** (failures - 1)))
+        return retry_delay(failures, first_seconds=_FIRST_RETRY_SECONDS, max_seconds=self._interval)
 
     async def check_once(self) -> bool:
         """One check: returns whether the service can serve, after setting every status accordingly."""

@@ -19,6 +19,7 @@ from dataservice.v1 import user_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.db import migrate
+from server.health import retry_delay
 from tests.backends import EmbeddedPostgres
 from tests.harness import MIGRATIONS, settings_for
 
@@ -188,3 +189,9 @@ async def test_a_migration_over_its_time_budget_is_rolled_back_and_the_server_st
         assert await conn.fetchval("SELECT to_regclass('slow_started')") is None, "the slow migration rolled back"
     finally:
         await conn.close()
+
+
+def test_the_retry_delay_stays_bounded_however_long_the_database_is_away():
+    for failures in (1, 2, 10, 1025, 100_000):
+        assert 0 <= retry_delay(failures, first_seconds=0.1, max_seconds=2.0) <= 2.0
+    assert retry_delay(1, first_seconds=0.1, max_seconds=2.0) <= 0.1
