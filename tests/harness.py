@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
@@ -32,3 +33,15 @@ def settings_for(database_url: str, **overrides: str) -> Settings:
 def unique_email(tag: str = "user") -> str:
     """An email no other test uses, so tests can share one database and run in any order."""
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def write_migration(directory: Path, version: int, name: str, up: str, down: str) -> None:
+    (directory / f"{version:04d}_{name}.up.sql").write_text(up)
+    (directory / f"{version:04d}_{name}.down.sql").write_text(down)
+
+
+def migrations_plus(directory: Path, version: int, name: str, up: str, down: str) -> Path:
+    """A copy of the project's migrations in ``directory`` with one more migration after them."""
+    shutil.copytree(MIGRATIONS, directory)
+    write_migration(directory, version, name, up, down)
+    return directory

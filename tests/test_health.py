@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.db import migrate
 from server.health import retry_delay
 from tests.backends import EmbeddedPostgres
-from tests.harness import MIGRATIONS, settings_for
+from tests.harness import MIGRATIONS, migrations_plus, settings_for
 
 SERVICE_NAMES = [
     "",
@@ -115,10 +115,8 @@ async def test_health_goes_not_serving_when_the_server_stops(new_database, start
 async def test_a_schema_ahead_of_this_build_still_serves(new_database, start_app, tmp_path):
     """A newer replica migrated first during a rolling deploy: this one must keep serving."""
     url = await new_database()
-    newer = tmp_path / "newer"
-    shutil.copytree(MIGRATIONS, newer)
-    (newer / "9999_from_a_newer_build.up.sql").write_text("CREATE TABLE from_a_newer_build (id int);")
-    (newer / "9999_from_a_newer_build.down.sql").write_text("DROP TABLE from_a_newer_build;")
+    newer = migrations_plus(tmp_path / "newer", 9999, "from_a_newer_build",
+                            "CREATE TABLE from_a_newer_build (id int);", "DROP TABLE from_a_newer_build;")
     await migrate.Migrator(url, migrate.load_migrations(newer)).up()
     app = await start_app(settings_for(url))
     await wait_for_status(app.port, SERVING)
@@ -145,10 +143,8 @@ async def test_a_read_only_database_is_not_serving_and_writes_are_unavailable(ne
 
 
 async def test_a_migration_longer_than_a_health_check_completes(new_database, start_app, tmp_path):
-    slow = tmp_path / "slow"
-    shutil.copytree(MIGRATIONS, slow)
-    (slow / "9000_slow.up.sql").write_text("SELECT pg_sleep(3); CREATE TABLE slow_done (id int);")
-    (slow / "9000_slow.down.sql").write_text("DROP TABLE slow_done;")
+    slow = migrations_plus(tmp_path / "slow", 9000, "slow",
+                           "SELECT pg_sleep(3); CREATE TABLE slow_done (id int);", "DROP TABLE slow_done;")
     url = await new_database()
     # A one-second connect timeout makes each health check time out after three seconds.
     app = await start_app(settings_for(url, MIGRATIONS_DIR=str(slow), DB_CONNECT_TIMEOUT_SECONDS="1"))
@@ -177,10 +173,8 @@ async def test_a_database_whose_applied_migration_differs_from_this_build_is_not
 async def test_a_migration_over_its_time_budget_is_rolled_back_and_the_server_still_starts(
     new_database, start_app, tmp_path
 ):
-    slow = tmp_path / "slow"
-    shutil.copytree(MIGRATIONS, slow)
-    (slow / "9000_slow.up.sql").write_text("CREATE TABLE slow_started (id int); SELECT pg_sleep(30);")
-    (slow / "9000_slow.down.sql").write_text("DROP TABLE slow_started;")
+    slow = migrations_plus(tmp_path / "slow", 9000, "slow",
+                           "CREATE TABLE slow_started (id int); SELECT pg_sleep(30);", "DROP TABLE slow_started;")
     url = await new_database()
     app = await start_app(settings_for(url, MIGRATIONS_DIR=str(slow), MIGRATION_TIMEOUT_SECONDS="1"))
     assert set((await statuses(app.port)).values()) == {NOT_SERVING}

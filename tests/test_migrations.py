@@ -13,12 +13,7 @@ import asyncpg
 import pytest
 
 from server.db import migrate
-from tests.harness import MIGRATIONS, REPO
-
-
-def write_migration(directory: Path, version: int, name: str, up: str, down: str) -> None:
-    (directory / f"{version:04d}_{name}.up.sql").write_text(up)
-    (directory / f"{version:04d}_{name}.down.sql").write_text(down)
+from tests.harness import MIGRATIONS, REPO, write_migration
 
 
 @pytest.fixture
