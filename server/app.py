@@ -14,14 +14,13 @@ from dataservice.v1 import (
     recommendation_service_pb2,
     session_service_pb2,
     user_service_pb2,
-    user_service_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from server.api.unimplemented import unimplemented_service
+from server.api.unimplemented import UnimplementedServicer
 from server.api.users import UserServicer
 from server.cache.base import Cache
 from server.cache.factory import create_cache
@@ -39,16 +38,11 @@ from server.secret import mask_url
 
 log = logging.getLogger(__name__)
 
-_PLANNED = [
-    (session_service_pb2, "SessionService", "sessions arrive with the session and content issue"),
-    (content_service_pb2, "ContentService", "content arrives with the session and content issue"),
-    (recommendation_service_pb2, "RecommendationService", "recommendations arrive with the embeddings issue"),
-    (embedding_service_pb2, "EmbeddingService", "embeddings arrive with the embeddings issue"),
-]
-SERVICE_NAMES = [
-    user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
-    *(module.DESCRIPTOR.services_by_name[name].full_name for module, name, _ in _PLANNED),
-]
+_UNSERVED_REASON = "this server version serves UserService only; call it on a server that serves this service"
+_UNSERVED = [session_service_pb2, content_service_pb2, recommendation_service_pb2, embedding_service_pb2]
+_USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
+_UNSERVED_SERVICES = [service for module in _UNSERVED for service in module.DESCRIPTOR.services_by_name.values()]
+SERVICE_NAMES = [_USER_SERVICE.full_name, *(service.full_name for service in _UNSERVED_SERVICES)]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the protos promise 16 MiB for embedding batches
 
 
@@ -156,13 +150,9 @@ class App:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            policy.apply(UserServicer(users, passwords), user_service_pb2.DESCRIPTOR.services_by_name["UserService"]),
-            server,
-        )
-        server.add_generic_rpc_handlers(
-            [unimplemented_service(module.DESCRIPTOR.services_by_name[name], why) for module, name, why in _PLANNED]
-        )
+        policy.register(server, UserServicer(users, passwords), _USER_SERVICE)
+        for service in _UNSERVED_SERVICES:
+            policy.register(server, UnimplementedServicer(service, _UNSERVED_REASON), service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],

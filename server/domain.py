@@ -46,6 +46,28 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class CreateRequest:
+    """The identity of a create call for idempotent retries (AIP-155): the caller's request id, and a digest
+    of what the request asked for, so that the id reused with other fields is told apart from a retry."""
+
+    id: UUID
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class Created:
+    """The result of a create: the user, and whether an earlier call with the same request id had made it.
+
+    For a replay, ``password_hash`` is the stored hash, so the caller can check that the retry carried the
+    same password (which the fingerprint leaves out: it is never stored unsalted).
+    """
+
+    user: User
+    replayed: bool
+    password_hash: str | None = None
+
+
+@dataclass(frozen=True)
 class PageCursor:
     """Where a keyset page ends: the (created_at, id) of its last row."""
 

@@ -1,16 +1,22 @@
 """Domain errors, and the one table that turns them (and driver exceptions) into gRPC statuses.
 
-    DomainError
-     ├── InvalidArgument      INVALID_ARGUMENT   + google.rpc.BadRequest naming each field
-     ├── NotFound             NOT_FOUND          + google.rpc.ResourceInfo
-     ├── AlreadyExists        ALREADY_EXISTS     + google.rpc.ResourceInfo
+    DomainError               code               details (every status also carries an ErrorInfo)
+     ├── InvalidArgument      INVALID_ARGUMENT   google.rpc.BadRequest naming each field
+     ├── NotFound             NOT_FOUND          google.rpc.ResourceInfo
+     ├── AlreadyExists        ALREADY_EXISTS     google.rpc.ResourceInfo
      ├── Conflict             ABORTED            (stale etag, concurrent change)
      ├── Unauthenticated      UNAUTHENTICATED
-     └── Unavailable          UNAVAILABLE        (a dependency is down; the caller may retry)
+     ├── Unimplemented        UNIMPLEMENTED
+     └── Unavailable          UNAVAILABLE        google.rpc.RetryInfo (a dependency is down; retry)
 
 Stores and services raise these; they never build statuses. ``to_status`` looks an exception up along its
 MRO in one explicit table, so the most specific entry wins and asyncpg/redis connection failures become
 UNAVAILABLE rather than UNKNOWN. Anything not in the table is a bug: INTERNAL, with an error id in the log.
+
+A status travels in the response trailers, which clients cap (16 KiB by default in grpc), so everything a
+caller's input can lengthen is bounded here: at most ``MAX_VIOLATIONS`` field violations, and each echoed
+text clipped to a few hundred characters. A too-long error would otherwise reach the caller as
+RESOURCE_EXHAUSTED instead of the status meant for it.
 """
 
 from __future__ import annotations
@@ -20,19 +26,36 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from server.deadline import DeadlineExpired
 
 ERROR_DOMAIN = "dataservice.v1"
+MAX_VIOLATIONS = 10
+_MAX_FIELD_CHARS = 100
+_MAX_DESCRIPTION_CHARS = 200
+_MAX_MESSAGE_CHARS = 400
+
+
+def clip(text: str, limit: int = 64) -> str:
+    """``text`` cut to ``limit`` characters, marked when cut: for echoing caller input in an error."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 class DomainError(Exception):
-    """Base of the errors a caller can act on; ``message`` is safe to show to the caller."""
+    """Base of the errors a caller can act on; ``message`` is safe to show to the caller.
 
-    def __init__(self, message: str) -> None:
+    ``reason`` is the ErrorInfo reason (AIP-193: UPPER_SNAKE_CASE, stable, for programs to branch on).
+    """
+
+    reason = "ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if reason is not None:
+            self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -44,40 +67,70 @@ class FieldViolation:
 
 
 class InvalidArgument(DomainError):
-    def __init__(self, violations: list[FieldViolation]) -> None:
-        fields = ", ".join(violation.field for violation in violations)
-        super().__init__(f"invalid argument: {fields}")
-        self.violations = violations
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
+        shown = [
+            FieldViolation(clip(v.field, _MAX_FIELD_CHARS), clip(v.description, _MAX_DESCRIPTION_CHARS))
+            for v in violations[:MAX_VIOLATIONS]
+        ]
+        if len(violations) > MAX_VIOLATIONS:
+            omitted = len(violations) - MAX_VIOLATIONS
+            shown[-1] = FieldViolation(shown[-1].field, f"{shown[-1].description} (and {omitted} more problems)")
+        fields = ", ".join(dict.fromkeys(violation.field for violation in shown if violation.field))
+        # A violation without a field is about the request as a whole: its description is the message.
+        super().__init__(f"invalid argument: {fields or shown[0].description}", reason=reason)
+        self.violations = shown
 
     @classmethod
-    def of(cls, field: str, description: str) -> InvalidArgument:
-        return cls([FieldViolation(field, description)])
+    def of(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
+        return cls([FieldViolation(field, description)], reason=reason)
+
+
+class RequestIdReused(InvalidArgument):
+    """A create's request_id came again with a different request: neither a retry nor a new request."""
+
+    def __init__(self) -> None:
+        description = "was already used by a different request; use a new request_id for a new request"
+        super().__init__([FieldViolation("request_id", description)], reason="REQUEST_ID_REUSED")
 
 
 class NotFound(DomainError):
+    reason = "RESOURCE_NOT_FOUND"
+
     def __init__(self, resource_type: str, name: str) -> None:
-        super().__init__(f"{resource_type} {name!r} not found")
+        super().__init__(f"{resource_type} {clip(name, 260)!r} not found")
         self.resource_type = resource_type
-        self.name = name
+        self.name = clip(name, 260)
 
 
 class AlreadyExists(DomainError):
+    reason = "RESOURCE_ALREADY_EXISTS"
+
     def __init__(self, resource_type: str, name: str, message: str) -> None:
         super().__init__(message)
         self.resource_type = resource_type
-        self.name = name
+        self.name = clip(name, 260)
 
 
 class Conflict(DomainError):
     """The resource changed since the caller read it (stale etag) or under a concurrent write."""
 
+    reason = "CONCURRENT_MODIFICATION"
+
 
 class Unauthenticated(DomainError):
-    pass
+    reason = "INVALID_CREDENTIALS"
+
+
+class Unimplemented(DomainError):
+    """A method the API declares that this server does not serve."""
+
+    reason = "NOT_IMPLEMENTED"
 
 
 class Unavailable(DomainError):
-    pass
+    reason = "BACKEND_UNAVAILABLE"
 
 
 # Driver exceptions that mean "PostgreSQL or Redis cannot be reached right now": transient, retryable.
@@ -89,6 +142,7 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Conflict: grpc.StatusCode.ABORTED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     asyncpg.exceptions.QueryCanceledError: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -119,48 +173,58 @@ def code_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+# ErrorInfo reasons of the errors that do not come from a DomainError, by the code they map to.
+_REASONS = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+    grpc.StatusCode.ABORTED: "CONCURRENT_MODIFICATION",
+    grpc.StatusCode.UNAVAILABLE: Unavailable.reason,
+}
+_RETRY_DELAY_NANOS = 200_000_000
+
+
 def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     """Builds the google.rpc.Status for a known exception, with the details a caller can act on."""
     if isinstance(exc, DomainError):
-        message = exc.message
-    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        message = "deadline exceeded before the work finished"
-    elif code is grpc.StatusCode.ABORTED:
-        message = "concurrent modification; retry the whole operation"
+        message, reason = exc.message, exc.reason
     else:
-        message = _UNAVAILABLE_MESSAGE
-    status = status_pb2.Status(code=code.value[0], message=message)
-    for detail in _details(exc, code):
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        status.details.append(packed)
-    return status
-
-
-def _details(exc: BaseException, code: grpc.StatusCode) -> list:
+        reason = _REASONS.get(code, code.name)
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            message = "deadline exceeded before the work finished"
+        elif code is grpc.StatusCode.ABORTED:
+            message = "concurrent modification; retry the whole operation"
+        else:
+            message = _UNAVAILABLE_MESSAGE
+    details: list[Message] = [error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)]
     if isinstance(exc, InvalidArgument):
-        return [
+        details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
                     for v in exc.violations
                 ]
             )
-        ]
-    if isinstance(exc, NotFound | AlreadyExists):
-        return [
+        )
+    elif isinstance(exc, NotFound | AlreadyExists):
+        details.append(
             error_details_pb2.ResourceInfo(
                 resource_type=f"{ERROR_DOMAIN}.{exc.resource_type}", resource_name=exc.name, description=exc.message
             )
-        ]
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return [
-            error_details_pb2.ErrorInfo(reason="BACKEND_UNAVAILABLE", domain=ERROR_DOMAIN),
-            error_details_pb2.RetryInfo(retry_delay={"nanos": 200_000_000}),
-        ]
-    return []
+        )
+    elif code is grpc.StatusCode.UNAVAILABLE:
+        details.append(error_details_pb2.RetryInfo(retry_delay={"nanos": _RETRY_DELAY_NANOS}))
+    return _status(code.value[0], clip(message, _MAX_MESSAGE_CHARS), details)
 
 
 def internal_status(error_id: str) -> status_pb2.Status:
     """The status of an unexpected failure: no internals, only an id to find the log line."""
-    return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error (error id {error_id})")
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=ERROR_DOMAIN, metadata={"error_id": error_id})
+    return _status(code_pb2.INTERNAL, f"internal error (error id {error_id})", [info])
+
+
+def _status(code: int, text: str, details: list[Message]) -> status_pb2.Status:
+    status = status_pb2.Status(code=code, message=text)
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return status

@@ -15,20 +15,21 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc_status import rpc_status
 
 from server import deadline
-from server.errors import code_for, internal_status, to_status
+from server.errors import InvalidArgument, code_for, internal_status, to_status
 from server.metrics import RpcMetrics
 
 log = logging.getLogger("server.rpc")
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-S = TypeVar("S")
 
 
 class CallInfo:
@@ -53,21 +54,54 @@ class CallInfo:
 current_call: ContextVar[CallInfo | None] = ContextVar("current_call", default=None)
 
 
+class MalformedRequest:
+    """Stands in for a request whose bytes do not parse as its message, so that the per-call rules answer it
+    INVALID_ARGUMENT (counted, one status with details) instead of grpc's own bare UNKNOWN."""
+
+    __slots__ = ("message_name",)
+
+    def __init__(self, message_name: str) -> None:
+        self.message_name = message_name
+
+
+def _tolerant_parser(message_class: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
+    parse = message_class.FromString
+    name = message_class.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> Message | MalformedRequest:
+        try:
+            return parse(data)
+        except DecodeError:  # invalid UTF-8 in a string, nesting deeper than the parser allows, bad wire data
+            return MalformedRequest(name)
+
+    return deserialize
+
+
 class RpcPolicy:
-    """Wraps servicer methods with the per-call rules; ``apply`` once per servicer before registering it."""
+    """Registers servicers with the per-call rules wrapped around each of their methods."""
 
     def __init__(self, metrics: RpcMetrics, default_timeout_seconds: float) -> None:
         self._metrics = metrics
         self._default_timeout = default_timeout_seconds
 
-    def apply(self, servicer: S, service: ServiceDescriptor) -> S:
-        """Replaces each unary method of ``service`` on ``servicer`` by its wrapped version; returns it."""
+    def register(self, server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+        """Serves every method of ``service`` from the same-named method of ``servicer``, wrapped.
+
+        The handlers are built here rather than by the generated ``add_*_to_server`` so that the request
+        parser is ours: it turns undecodable bytes into INVALID_ARGUMENT.
+        """
+        handlers = {}
         for method in service.methods:
             if method.client_streaming or method.server_streaming:
-                continue
-            behavior = getattr(servicer, method.name)
-            setattr(servicer, method.name, self._wrap(f"/{service.full_name}/{method.name}", behavior))
-        return servicer
+                raise TypeError(f"{method.full_name}: only unary methods are supported")
+            behavior = self._wrap(f"/{service.full_name}/{method.name}", getattr(servicer, method.name))
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=_tolerant_parser(GetMessageClass(method.input_type)),
+                response_serializer=GetMessageClass(method.output_type).SerializeToString,
+            )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+        server.add_registered_method_handlers(service.full_name, handlers)
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         metrics = self._metrics
@@ -80,6 +114,10 @@ class RpcPolicy:
             current_call.set(CallInfo(method, context))
             code = grpc.StatusCode.OK
             try:
+                if request.__class__ is MalformedRequest:
+                    raise InvalidArgument.of(
+                        "", f"the request body is not a valid {request.message_name}", reason="MALFORMED_REQUEST"
+                    )
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN

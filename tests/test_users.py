@@ -81,6 +81,45 @@ async def test_concurrent_retries_of_one_create_make_one_user(users, database_ur
         await conn.close()
 
 
+async def test_a_request_id_reused_by_a_different_request_is_invalid_argument(users):
+    request_id = str(uuid.uuid4())
+    email = unique_email()
+    first = await create(users, email, request_id=request_id)
+    different = [
+        dict(email=unique_email()),
+        dict(email=email, display_name="Someone else"),
+        dict(email=email, preferences={"theme": "dark"}),
+        dict(email=email, password="another good password"),
+    ]
+    for fields in different:
+        error = await fails(create(users, fields.pop("email"), request_id=request_id, **fields))
+        assert bad_request_fields(error) == {"request_id"}, fields
+    assert await create(users, email, request_id=request_id.upper()) == first, "the same id in upper case is a retry"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda u: u.hex,
+        lambda u: u.hex.upper(),
+        lambda u: f"urn:uuid:{u}",
+        lambda u: f"{{{u}}}",
+        lambda u: f"0x{u.hex}",
+        lambda u: f" {u} ",
+        lambda u: f"{u}\n",
+        lambda u: "".join(chr(0x660 + int(c)) if c.isdigit() else c for c in str(u)),  # Arabic-Indic digits
+    ],
+    ids=["no hyphens", "upper no hyphens", "urn", "braces", "0x", "spaces", "newline", "non-ASCII digits"],
+)
+async def test_only_the_canonical_uuid_form_is_accepted_for_every_id(users, spelling):
+    user = await create(users)
+    text = spelling(uuid.UUID(user.id))
+    assert bad_request_fields(await fails(users.GetUser(pb.GetUserRequest(id=text)))) == {"id"}
+    assert bad_request_fields(await fails(users.DeleteUser(pb.DeleteUserRequest(id=text)))) == {"id"}
+    error = await fails(create(users, request_id=spelling(uuid.uuid4())))
+    assert bad_request_fields(error) == {"request_id"}
+
+
 @pytest.mark.parametrize(
     ("user", "password", "request_id", "fields"),
     [
@@ -217,6 +256,22 @@ async def test_update_user_with_a_stale_etag_is_aborted(users):
     error = await fails(users.UpdateUser(update_request(pb.User(id=user.id, display_name="Second"), ["display_name"], user.etag)))
     assert error.code() is grpc.StatusCode.ABORTED
     assert (await users.GetUser(pb.GetUserRequest(id=user.id))).user.display_name == "First"
+
+
+async def test_update_user_honours_the_etag_on_the_user_itself(users):
+    user = await create(users)
+    fresh = (await users.UpdateUser(update_request(pb.User(id=user.id, display_name="First", etag=user.etag),
+                                                   ["display_name"]))).user
+    stale = await fails(users.UpdateUser(update_request(pb.User(id=user.id, display_name="Second", etag=user.etag),
+                                                        ["display_name"])))
+    assert stale.code() is grpc.StatusCode.ABORTED
+    assert (await users.GetUser(pb.GetUserRequest(id=user.id))).user == fresh
+
+
+async def test_update_user_with_two_different_etags_is_invalid_argument(users):
+    user = await create(users)
+    request = update_request(pb.User(id=user.id, display_name="x", etag=user.etag), ["display_name"], etag="1" + user.etag)
+    assert bad_request_fields(await fails(users.UpdateUser(request))) == {"etag"}
 
 
 async def test_two_concurrent_updaters_with_one_etag_never_both_win(users):

@@ -1,25 +1,28 @@
-"""Handlers for the declared RPCs that are not built yet: a clear UNIMPLEMENTED instead of a silent gap."""
+"""The servicer of a declared service that this server does not serve: every method answers UNIMPLEMENTED
+with details, through the same per-call rules (metrics, logs) as the served ones."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
+from server.errors import Unimplemented
 
-def unimplemented_service(service: ServiceDescriptor, reason: str) -> grpc.GenericRpcHandler:
-    """A handler answering every method of ``service`` with UNIMPLEMENTED and ``reason``."""
 
-    def handler_for(method_name: str) -> grpc.RpcMethodHandler:
-        message = f"{service.full_name}.{method_name} is declared but not implemented yet: {reason}"
+class UnimplementedServicer:
+    """Answers each method of ``service`` with UNIMPLEMENTED, a message naming the method, and ``reason``."""
+
+    def __init__(self, service: ServiceDescriptor, reason: str) -> None:
+        self._service = service.full_name
+        self._reason = reason
+
+    def __getattr__(self, method_name: str) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
+        message = f"{self._service}.{method_name} is declared but not served: {self._reason}"
 
         async def unimplemented(request: Any, context: grpc.aio.ServicerContext) -> None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+            raise Unimplemented(message)
 
-        # The request is never read, so it is kept as raw bytes rather than parsed.
-        return grpc.unary_unary_rpc_method_handler(unimplemented)
-
-    return grpc.method_handlers_generic_handler(
-        service.full_name, {method.name: handler_for(method.name) for method in service.methods}
-    )
+        return unimplemented

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import grpc
@@ -11,8 +13,8 @@ from dataservice.v1 import user_service_pb2_grpc as pb_grpc
 from server.api import paging
 from server.api.validation import Violations
 from server.cache.users import Users
-from server.domain import PageCursor, UserChanges
-from server.errors import Unauthenticated
+from server.domain import CreateRequest, PageCursor, UserChanges
+from server.errors import RequestIdReused, Unauthenticated, clip
 from server.messages import json_text, struct_to_dict, user_message
 from server.passwords import Passwords
 
@@ -33,18 +35,22 @@ class UserServicer(pb_grpc.UserServiceServicer):
         check = Violations()
         email = check.email("user.email", request.user.email)
         display_name = check.text("user.display_name", request.user.display_name, min_length=1, max_length=100)
-        preferences = _preferences(check, "user.preferences", request.user)
+        preferences = _preferences(check, "user.preferences", request.user) or {}
         _password(check, "password", request.password)
         request_id = check.uuid("request_id", request.request_id, required=False)
         check.raise_if_any()
-        user = await self._users.create(
+        created = await self._users.create(
             email=email,
             display_name=display_name,
-            preferences=preferences or {},
+            preferences=preferences,
             password_hash=await self._passwords.hash(request.password),
-            request_id=request_id,
+            request=(
+                CreateRequest(request_id, _fingerprint(email, display_name, preferences)) if request_id else None
+            ),
         )
-        return pb.CreateUserResponse(user=user_message(user))
+        if created.replayed and not await self._passwords.verify(created.password_hash or "", request.password):
+            raise RequestIdReused()
+        return pb.CreateUserResponse(user=user_message(created.user))
 
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.GetUserResponse:
         check = Violations()
@@ -77,7 +83,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         if not paths:
             check.add("update_mask", f"required; name the fields to change: {', '.join(sorted(UPDATABLE_FIELDS))}")
         for path in sorted(paths - UPDATABLE_FIELDS):
-            check.add("update_mask", f"{path!r} is not an updatable field; use {', '.join(sorted(UPDATABLE_FIELDS))}")
+            check.add("update_mask", f"{clip(path)!r} is not an updatable field; use {', '.join(sorted(UPDATABLE_FIELDS))}")
         changes = UserChanges(
             email=check.email("user.email", request.user.email) if "email" in paths else None,
             display_name=(
@@ -87,7 +93,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
             ),
             preferences=(_preferences(check, "user.preferences", request.user) or {}) if "preferences" in paths else None,
         )
-        expected_version = check.etag("etag", request.etag)
+        expected_version = _update_etag(check, request)
         check.raise_if_any()
         user = await self._users.update(user_id, changes, expected_version=expected_version)
         return pb.UpdateUserResponse(user=user_message(user))
@@ -131,6 +137,23 @@ class UserServicer(pb_grpc.UserServiceServicer):
         new_hash = await self._passwords.hash(request.new_password)
         await self._users.set_password_hash(user_id, new_hash=new_hash, old_hash=credentials.password_hash)
         return pb.ChangePasswordResponse()
+
+
+def _update_etag(check: Violations, request: pb.UpdateUserRequest) -> int | None:
+    """The version an update is conditional on: the resource's own etag (AIP-154), or the request-level one
+    that earlier clients send; both may be set only when they agree."""
+    on_resource = check.etag("user.etag", request.user.etag)
+    on_request = check.etag("etag", request.etag)
+    if on_resource is not None and on_request is not None and on_resource != on_request:
+        check.add("etag", "differs from user.etag; send the etag in user.etag only")
+    return on_resource if on_resource is not None else on_request
+
+
+def _fingerprint(email: str, display_name: str, preferences: dict[str, Any]) -> bytes:
+    """What a CreateUser request asks for, as a digest that a retry reproduces exactly. The password is left
+    out (an unsalted digest of it must never be stored); a replay checks it against the stored hash instead."""
+    canonical = json.dumps([email, display_name, preferences], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
 
 
 def _password(check: Violations, field: str, value: str) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from uuid import UUID
 
 from server.errors import FieldViolation, InvalidArgument
 
-
+# The textual UUID form of RFC 9562 (hex digits in either case, hyphens in place), nothing else: ``UUID()``
+# would also take braces, a urn: prefix, no hyphens, surrounding spaces and non-ASCII digits, so that many
+# spellings would name one id — and a request_id reused under another spelling would look like a new one.
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MAX_VERSION = 2**63 - 1  # versions are PostgreSQL bigints
 
 
@@ -28,11 +32,10 @@ class Violations:
             if required:
                 self.add(field, "required")
             return None
-        try:
-            return UUID(value)
-        except ValueError:
-            self.add(field, "must be a UUID")
+        if _UUID_TEXT.fullmatch(value) is None:
+            self.add(field, "must be a UUID in its 8-4-4-4-12 hexadecimal form")
             return None
+        return UUID(value)
 
     def text(self, field: str, value: str, *, min_length: int, max_length: int) -> str:
         """Checks a free-text field: length in characters, and no NUL or other control characters."""

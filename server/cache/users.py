@@ -14,7 +14,7 @@ from dataservice.v1 import user_service_pb2 as user_pb
 from server.cache import keys
 from server.cache.base import Cache
 from server.db.database import Database
-from server.domain import Credentials, PageCursor, User, UserChanges, email_key
+from server.domain import Created, CreateRequest, Credentials, PageCursor, User, UserChanges, email_key
 from server.errors import NotFound
 from server.messages import user_from_message, user_message
 from server.store import users as store
@@ -70,8 +70,14 @@ class Users:
         return await store.get_credentials(self._db, user_id)
 
     async def create(
-        self, *, email: str, display_name: str, preferences: dict[str, Any], password_hash: str, request_id: UUID | None
-    ) -> User:
+        self,
+        *,
+        email: str,
+        display_name: str,
+        preferences: dict[str, Any],
+        password_hash: str,
+        request: CreateRequest | None,
+    ) -> Created:
         # Nothing to invalidate: an email link left by a deleted user fails its check on read.
         return await store.create_user(
             self._db,
@@ -79,7 +85,7 @@ class Users:
             display_name=display_name,
             preferences=preferences,
             password_hash=password_hash,
-            request_id=request_id,
+            request=request,
         )
 
     async def update(self, user_id: UUID, changes: UserChanges, *, expected_version: int | None) -> User:

@@ -8,8 +8,8 @@ from uuid import UUID
 import asyncpg
 
 from server.db.database import Database
-from server.domain import Credentials, PageCursor, User, UserChanges, email_key
-from server.errors import AlreadyExists, Conflict, NotFound
+from server.domain import Created, CreateRequest, Credentials, PageCursor, User, UserChanges, email_key
+from server.errors import AlreadyExists, Conflict, NotFound, RequestIdReused
 
 _COLUMNS = "id, email, display_name, preferences, created_at, updated_at, version"
 _EMAIL_TAKEN = "a user with this email already exists"
@@ -34,14 +34,17 @@ async def create_user(
     display_name: str,
     preferences: dict[str, Any],
     password_hash: str,
-    request_id: UUID | None,
-) -> User:
-    """Inserts a user; with a request_id already used, returns the user that request created (AIP-155)."""
+    request: CreateRequest | None,
+) -> Created:
+    """Inserts a user. With a request id already used by the same request, returns what that request created
+    (AIP-155); used by a different request, raises InvalidArgument naming ``request_id``."""
+    request_id = request.id if request else None
     try:
         row = await db.fetchrow(
             f"""
-            INSERT INTO users (email, email_key, display_name, preferences, password_hash, create_request_id)
-            VALUES ($1, $6, $2, $3, $4, $5)
+            INSERT INTO users (email, email_key, display_name, preferences, password_hash,
+                               create_request_id, create_request_fingerprint)
+            VALUES ($1, $6, $2, $3, $4, $5, $7)
             ON CONFLICT (create_request_id) DO NOTHING
             RETURNING {_COLUMNS}
             """,
@@ -51,24 +54,42 @@ async def create_user(
             password_hash,
             request_id,
             email_key(email),
+            request.fingerprint if request else None,
         )
     except asyncpg.UniqueViolationError:
         # A concurrent retry of the same request may have won the race on the email index instead of on
         # create_request_id; then the caller gets that request's user, as for any other retry.
-        row = await _created_by(db, request_id)
+        if request is None:
+            raise AlreadyExists("User", email, _EMAIL_TAKEN) from None
+        row = await _created_by(db, request.id)
         if row is None:
             raise AlreadyExists("User", email, _EMAIL_TAKEN) from None
-        return _user(row)
-    if row is None:
-        row = await _created_by(db, request_id)
-        assert row is not None, "ON CONFLICT on create_request_id implies the row exists"
-    return _user(row)
+        return _replayed(row, request, email)
+    if row is not None:
+        return Created(_user(row), replayed=False)
+    assert request is not None, "only create_request_id can conflict without raising"
+    row = await _created_by(db, request.id)
+    assert row is not None, "ON CONFLICT on create_request_id implies the row exists"
+    return _replayed(row, request, email)
 
 
-async def _created_by(db: Database, request_id: UUID | None) -> asyncpg.Record | None:
-    if request_id is None:
-        return None
-    return await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE create_request_id = $1", request_id)
+async def _created_by(db: Database, request_id: UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {_COLUMNS}, email_key, password_hash, create_request_fingerprint FROM users WHERE create_request_id = $1",
+        request_id,
+    )
+
+
+def _replayed(row: asyncpg.Record, request: CreateRequest, email: str) -> Created:
+    """The earlier result for a retried request; InvalidArgument when the request id came with other fields."""
+    fingerprint = row["create_request_fingerprint"]
+    if fingerprint is None:  # created before fingerprints were recorded: the email is all there is to compare
+        same = row["email_key"] == email_key(email)
+    else:
+        same = bytes(fingerprint) == request.fingerprint
+    if not same:
+        raise RequestIdReused()
+    return Created(_user(row), replayed=True, password_hash=row["password_hash"])
 
 
 async def get_user(db: Database, user_id: UUID) -> User:

@@ -113,7 +113,8 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """Changes the fields named in update_mask. ABORTED when etag is stale.
+        """Changes the fields named in update_mask. ABORTED when user.etag is
+        stale.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,7 +46,9 @@ class UserServiceStub:
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]
     """Lists users ordered by creation, oldest first, one page at a time."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _user_service_pb2.UpdateUserResponse]
-    """Changes the fields named in update_mask. ABORTED when etag is stale."""
+    """Changes the fields named in update_mask. ABORTED when user.etag is
+    stale.
+    """
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _user_service_pb2.DeleteUserResponse]
     """Deletes a user and everything the user owns (sessions, content)."""
     AuthenticateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]
@@ -74,7 +76,9 @@ class UserServiceAsyncStub(UserServiceStub):
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists users ordered by creation, oldest first, one page at a time."""
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _user_service_pb2.UpdateUserResponse]  # type: ignore[assignment]
-    """Changes the fields named in update_mask. ABORTED when etag is stale."""
+    """Changes the fields named in update_mask. ABORTED when user.etag is
+    stale.
+    """
     DeleteUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _user_service_pb2.DeleteUserResponse]  # type: ignore[assignment]
     """Deletes a user and everything the user owns (sessions, content)."""
     AuthenticateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]  # type: ignore[assignment]
@@ -129,7 +133,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.UpdateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.UpdateUserResponse, _abc.Awaitable[_user_service_pb2.UpdateUserResponse]]:
-        """Changes the fields named in update_mask. ABORTED when etag is stale."""
+        """Changes the fields named in update_mask. ABORTED when user.etag is
+        stale.
+        """
 
     @_abc_1.abstractmethod
     def DeleteUser(
