@@ -20,12 +20,13 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from server.api.paging import PageTokens
 from server.api.unimplemented import UnimplementedServicer
 from server.api.users import UserServicer
 from server.cache.base import Cache
 from server.cache.factory import create_cache
 from server.cache.users import Users
-from server.config import Settings
+from server.config import DEVELOPMENT_PAGE_TOKEN_SECRET, Settings
 from server.db import migrate
 from server.db.database import Database
 from server.db.embedded import start_embedded_postgres
@@ -122,6 +123,8 @@ class App:
                 self._metrics_endpoint = MetricsEndpoint(self.metrics_registry, settings.metrics_port)
             except OSError as exc:
                 raise StartupError(f"METRICS_PORT: cannot serve metrics on {settings.metrics_port} ({exc})") from None
+        if settings.page_token_secret.reveal() == DEVELOPMENT_PAGE_TOKEN_SECRET:
+            log.warning("page tokens use the development secret; set PAGE_TOKEN_SECRET, the same on every replica")
         log.info(
             "serving",
             extra={
@@ -148,9 +151,13 @@ class App:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # grpc turns SO_REUSEPORT on by default: a second server on a taken port would then start
+                # "fine" and take half the connections (with its own in-process cache, serving stale reads).
+                ("grpc.so_reuseport", 0),
             ],
         )
-        policy.register(server, UserServicer(users, passwords), _USER_SERVICE)
+        page_tokens = PageTokens(settings.page_token_secret.reveal().encode())
+        policy.register(server, UserServicer(users, passwords, page_tokens), _USER_SERVICE)
         for service in _UNSERVED_SERVICES:
             policy.register(server, UnimplementedServicer(service, _UNSERVED_REASON), service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -12,12 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from server.secret import Secret, mask_url
 
 T = TypeVar("T")
 
+# Page tokens made under this secret are readable by anyone who has the source: fine on a laptop, and the
+# server warns at start when it is in use. Production sets PAGE_TOKEN_SECRET, the same on every replica.
+DEVELOPMENT_PAGE_TOKEN_SECRET = "dataservice development page token secret"
+_MIN_SECRET_LENGTH = 16
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -67,6 +71,8 @@ class Settings:
     metrics_port: int | None = None
     """Port of the Prometheus /metrics endpoint; None turns it off."""
     log_level: str = "INFO"
+    page_token_secret: Secret = Secret(DEVELOPMENT_PAGE_TOKEN_SECRET)
+    """Key material of the page tokens; replicas that share it continue each other's listings."""
     password_hash_time_cost: int = 3
     password_hash_memory_kib: int = 65536
 
@@ -108,6 +114,7 @@ class Settings:
             shutdown_grace_seconds=read.get("SHUTDOWN_GRACE_SECONDS", _non_negative(float), cls.shutdown_grace_seconds),
             metrics_port=read.get("METRICS_PORT", _port, None),
             log_level=read.get("LOG_LEVEL", _choice(LOG_LEVELS, upper=True), cls.log_level),
+            page_token_secret=read.get("PAGE_TOKEN_SECRET", _secret, cls.page_token_secret, secret=True),
             password_hash_time_cost=read.get("PASSWORD_HASH_TIME_COST", _positive(int), cls.password_hash_time_cost),
             password_hash_memory_kib=read.get(
                 "PASSWORD_HASH_MEMORY_KIB", _at_least(8, int), cls.password_hash_memory_kib
@@ -131,13 +138,15 @@ class _Reader:
         value = self._env.get(name)
         return value if value not in (None, "") else None
 
-    def get(self, name: str, convert: Callable[[str], T], default: T) -> T:
+    def get(self, name: str, convert: Callable[[str], T], default: T, *, secret: bool = False) -> T:
         value = self.raw(name)
         if value is None:
             return default
         try:
             return convert(value)
         except (ValueError, TypeError) as exc:
+            if secret:
+                raise ConfigError(f"{name}: {exc}") from None
             shown = mask_url(value) if "://" in value else value
             raise ConfigError(f"{name}: {exc} (got {shown!r})") from None
 
@@ -160,15 +169,44 @@ def _database_url(read: _Reader) -> Secret | None:
     password = parts["DB_PASSWORD"]
     auth = f"{user}:{quote(password, safe='')}" if password else user
     host = parts["DB_HOST"]
-    host = f"[{host}]" if ":" in host else host
     name = quote(parts["DB_NAME"] or "postgres", safe="")
+    if host.startswith("/"):  # a Unix-socket directory, as in libpq: it goes in the query, not the authority
+        query = urlencode({"host": host, "port": port, "sslmode": sslmode})
+        return Secret(f"postgresql://{auth}@/{name}?{query}")
+    host = f"[{host}]" if ":" in host else host
     return Secret(f"postgresql://{auth}@{host}:{port}/{name}?sslmode={sslmode}")
 
 
+def _secret(value: str) -> Secret:
+    if len(value) < _MIN_SECRET_LENGTH:
+        raise ValueError(f"expected at least {_MIN_SECRET_LENGTH} characters")
+    return Secret(value)
+
+
 def _postgres_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("postgres", "postgresql"):
+    """Checks what a connection would otherwise only find out later, leaving the server NOT_SERVING for ever:
+    the scheme, every host's port (libpq's comma-separated host list included) and the query parameters."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgres", "postgresql"):
         raise ValueError("expected a postgresql:// URL")
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(",") if hosts else ():
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        if ":" in port:
+            _port_in_url(port.rpartition(":")[2])
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for sslmode in query.get("sslmode", []):
+        if sslmode not in SSL_MODES:
+            raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
+    for ports in query.get("port", []):
+        for port in ports.split(","):
+            _port_in_url(port)
     return value
+
+
+def _port_in_url(value: str) -> None:
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"port must be a number between 1 and 65535, not {value!r}")
 
 
 def _redis_url(value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -42,6 +43,11 @@ def test_secrets_never_show_in_repr():
         ({"DB_USER": "u"}, "DB_HOST"),
         ({"DATABASE_URL": "postgresql://h/d", "DB_HOST": "h"}, "DATABASE_URL"),
         ({"DATABASE_URL": "mysql://h/d"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u@h:notaport/d"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u@h1:5432,h2:99999/d"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u@h/d?sslmode=bogus"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u@/d?host=/run/pg&port=x"}, "DATABASE_URL"),
+        ({"PAGE_TOKEN_SECRET": "short"}, "PAGE_TOKEN_SECRET"),
         ({"REDIS_URL": "http://r"}, "REDIS_URL"),
         ({"CACHE_BACKEND": "redis"}, "CACHE_BACKEND"),
         ({"CACHE_BACKEND": "disk"}, "CACHE_BACKEND"),
@@ -65,15 +71,38 @@ def test_a_bad_url_is_shown_with_its_password_masked():
     assert "hunter2" not in str(raised.value) and "***" in str(raised.value)
 
 
-def test_the_server_refuses_to_start_on_bad_config_with_one_line():
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DB_HOST": "h", "DB_PORT": "five"}, "DB_PORT"),
+        ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:notaport/test"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://postgres@127.0.0.1/test?sslmode=bogus"}, "DATABASE_URL"),
+    ],
+)
+def test_the_server_refuses_to_start_on_bad_config_with_one_line(env, variable):
     result = subprocess.run(
         [sys.executable, "-m", "server"],
         cwd=REPO,
-        env={**os.environ, "DB_HOST": "h", "DB_PORT": "five"},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert result.stderr.startswith("configuration error: DB_PORT:")
+    assert result.stderr.startswith(f"configuration error: {variable}:")
+
+
+def test_a_page_token_secret_is_never_echoed():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"PAGE_TOKEN_SECRET": "hunter2"})
+    assert "hunter2" not in str(raised.value)
+
+
+def test_db_host_given_a_socket_directory_connects_through_that_socket():
+    dsn = Settings.from_env({"DB_HOST": "/run/pg sockets", "DB_PORT": "6432", "DB_NAME": "app"}).database_url
+    assert dsn is not None
+    parts = urlsplit(dsn.reveal())
+    assert (parts.path, parse_qs(parts.query)) == (
+        "/app", {"host": ["/run/pg sockets"], "port": ["6432"], "sslmode": ["prefer"]}
+    )

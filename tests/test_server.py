@@ -12,9 +12,11 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import grpc
 import pytest
 from dataservice.v1 import content_service_pb2, content_service_pb2_grpc, user_service_pb2 as pb
@@ -22,7 +24,7 @@ from dataservice.v1 import user_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.backends import free_port
-from tests.harness import REPO, unique_email
+from tests.harness import REPO, settings_for, unique_email
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 
@@ -165,3 +167,36 @@ async def test_a_taken_port_stops_the_server_with_one_clear_line(database_url):
     assert process.returncode == 2
     assert "configuration error: GRPC_ADDRESS: cannot bind" in stderr.decode()
     assert "Traceback" not in stderr.decode()
+
+
+async def test_a_second_server_on_the_port_of_a_running_one_stops_with_one_clear_line(app, database_url):
+    """grpc would share the port through SO_REUSEPORT; the service refuses it, so the second start fails."""
+    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{app.port}", "CACHE_BACKEND": "memory"}
+    env.pop("REDIS_URL", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 2
+    assert "configuration error: GRPC_ADDRESS: cannot bind" in stderr.decode()
+
+
+async def test_db_host_given_a_unix_socket_directory_serves_from_that_server_and_database(database_url, start_app):
+    conn = await asyncpg.connect(database_url)
+    try:
+        socket_dir = (await conn.fetchval("SHOW unix_socket_directories")).split(",")[0].strip()
+        port = await conn.fetchval("SHOW port")
+        database = await conn.fetchval("SELECT current_database()")
+        user = await conn.fetchval("SELECT current_user")
+        app = await start_app(settings_for(
+            "", DB_HOST=socket_dir, DB_PORT=port, DB_NAME=database, DB_USER=user, DB_SSLMODE="disable"))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            created = (await user_service_pb2_grpc.UserServiceStub(channel).CreateUser(pb.CreateUserRequest(
+                user=pb.User(email=unique_email("socket"), display_name="S"), password="long enough"), timeout=10)).user
+        assert await conn.fetchval("SELECT email FROM users WHERE id = $1", uuid.UUID(created.id)) == created.email
+    finally:
+        await conn.close()

@@ -1,25 +1,37 @@
-"""Page sizes and opaque page tokens (AIP-158).
+"""Page sizes and page tokens (AIP-158).
 
-A token encodes where the previous page ended, so the next page starts strictly after it: rows inserted
-or deleted between calls never shift a page. Tokens are base64url JSON with a kind tag and a version, so a
-token from another List method, an older format or a mangled string is INVALID_ARGUMENT, never INTERNAL.
+A token says where the previous page ended, so the next page starts strictly after it: rows inserted or
+deleted between calls never shift a page. Tokens are opaque and tamper-evident: the position is encrypted
+and authenticated with AES-GCM under a key derived from PAGE_TOKEN_SECRET (the same on every replica and
+across restarts, so any replica continues a listing), and the authenticated data binds the token to its List
+method and to the request's other parameters (filter, order). A token that was altered, forged, made under
+another secret, or used with other parameters fails authentication: INVALID_ARGUMENT, never INTERNAL.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-from datetime import UTC, datetime
+import os
+import struct
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.domain import PageCursor
 from server.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_TOKEN_VERSION = 1
-_MAX_TOKEN_LENGTH = 512  # tokens this service issues are ~150 characters; anything far longer is not one
+_FORMAT = 1
+_POSITION = struct.Struct(">Bq16s")  # format, microseconds since the epoch, row id
+_NONCE_BYTES = 12
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_TOKEN_LENGTH = 256  # tokens this service issues are 72 characters; anything far longer is not one
 
 
 def page_size(requested: int) -> int:
@@ -29,29 +41,41 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def encode_token(kind: str, cursor: PageCursor) -> str:
-    payload = {"v": _TOKEN_VERSION, "k": kind, "t": cursor.created_at.isoformat(), "i": str(cursor.id)}
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+class PageTokens:
+    """Issues and reads the page tokens of every List method under one secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"dataservice page tokens").derive(secret)
+        self._aead = AESGCM(key)
+
+    def encode(self, method: str, parameters: bytes, cursor: PageCursor) -> str:
+        """A token for the page after ``cursor`` of ``method`` called with ``parameters`` (filter, order…)."""
+        delta = cursor.created_at - _EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, _POSITION.pack(_FORMAT, micros, cursor.id.bytes), _bound(method, parameters))
+        return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+    def decode(self, method: str, parameters: bytes, token: str) -> PageCursor | None:
+        """The cursor in ``token``; None for the first page (empty token)."""
+        if not token:
+            return None
+        invalid = InvalidArgument.of(
+            "page_token", "is not a page token that this method issued for these request parameters"
+        )
+        if len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
+            raise invalid
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            position = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _bound(method, parameters))
+            version, micros, row_id = _POSITION.unpack(position)
+        except (binascii.Error, ValueError, InvalidTag, struct.error):
+            raise invalid from None
+        if version != _FORMAT:
+            raise invalid
+        return PageCursor(created_at=_EPOCH + timedelta(microseconds=micros), id=UUID(bytes=row_id))
 
 
-def decode_token(kind: str, token: str) -> PageCursor | None:
-    """The cursor in ``token``; None for the first page (empty token)."""
-    if not token:
-        return None
-    invalid = InvalidArgument.of("page_token", "is not a page token this method issued")
-    if len(token) > _MAX_TOKEN_LENGTH:
-        raise invalid
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION or payload.get("k") != kind:
-            raise ValueError("token of another kind or version")
-        created, row_id = payload.get("t"), payload.get("i")
-        if not isinstance(created, str) or not isinstance(row_id, str):
-            raise ValueError("malformed position")
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None:
-            raise ValueError("naive timestamp")
-        # Normalized to UTC here, so that an offset pushing the year out of range fails now, not in the driver.
-        return PageCursor(created_at=created_at.astimezone(UTC), id=UUID(row_id))
-    except (binascii.Error, ValueError, OverflowError, UnicodeDecodeError):
-        raise invalid from None
+def _bound(method: str, parameters: bytes) -> bytes:
+    """The authenticated data: what a token is valid for besides its own bytes."""
+    return method.encode() + b"\0" + parameters

@@ -20,16 +20,18 @@ from server.passwords import Passwords
 
 MAX_PREFERENCES_BYTES = 16 * 1024
 UPDATABLE_FIELDS = frozenset({"email", "display_name", "preferences"})
-_PAGE_KIND = "users"
+_LIST_USERS = "dataservice.v1.UserService.ListUsers"
+_NO_PARAMETERS = b""  # ListUsers has no filter and one order: its tokens bind to the method alone
 _BAD_CREDENTIALS = "email or password is incorrect"
 
 
 class UserServicer(pb_grpc.UserServiceServicer):
     """Serves dataservice.v1.UserService; reads and writes go through ``Users`` (cache + store)."""
 
-    def __init__(self, users: Users, passwords: Passwords) -> None:
+    def __init__(self, users: Users, passwords: Passwords, page_tokens: paging.PageTokens) -> None:
         self._users = users
         self._passwords = passwords
+        self._page_tokens = page_tokens
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> pb.CreateUserResponse:
         check = Violations()
@@ -66,14 +68,14 @@ class UserServicer(pb_grpc.UserServiceServicer):
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
         size = paging.page_size(request.page_size)
-        after = paging.decode_token(_PAGE_KIND, request.page_token)
+        after = self._page_tokens.decode(_LIST_USERS, _NO_PARAMETERS, request.page_token)
         # One row more than the page tells whether another page follows, without a count query.
         users = await self._users.list(after=after, limit=size + 1)
         next_token = ""
         if len(users) > size:
             users = users[:size]
             last = users[-1]
-            next_token = paging.encode_token(_PAGE_KIND, PageCursor(last.created_at, last.id))
+            next_token = self._page_tokens.encode(_LIST_USERS, _NO_PARAMETERS, PageCursor(last.created_at, last.id))
         return pb.ListUsersResponse(users=[user_message(user) for user in users], next_page_token=next_token)
 
     async def UpdateUser(self, request: pb.UpdateUserRequest, context: grpc.aio.ServicerContext) -> pb.UpdateUserResponse:
