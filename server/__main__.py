@@ -15,7 +15,7 @@ from server.app import App, StartupError
 from server.config import ConfigError, Settings
 from server.db import migrate
 from server.db.embedded import EmbeddedUnavailable, start_embedded_postgres
-from server.logs import configure_logging
+from server.logs import configure_logging, native_stderr_as_json
 
 log = logging.getLogger("server")
 
@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
     try:
-        if args.command == "migrate":
-            return uvloop.run(_migrate(settings, args))
-        return uvloop.run(_serve(settings))
+        with native_stderr_as_json():
+            configure_logging(settings.log_level)
+            if args.command == "migrate":
+                return uvloop.run(_migrate(settings, args))
+            return uvloop.run(_serve(settings))
     except migrate.MigrationError as exc:
         print(f"migration error: {exc}", file=sys.stderr)
         return 1
@@ -56,9 +57,15 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(settings: Settings) -> int:
     app = App(settings)
     stop_requested = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop_requested.is_set():
+            app.hurry()  # a second signal: no more waiting for balancers
+        stop_requested.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
         await app.start()
         await stop_requested.wait()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import time
 
 import asyncpg
 import grpc
@@ -16,10 +18,10 @@ from dataservice.v1 import (
     user_service_pb2,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from server.api.health import NOT_SERVING, HealthServicer
 from server.api.paging import PageTokens
 from server.api.unimplemented import UnimplementedServicer
 from server.api.users import UserServicer
@@ -31,7 +33,7 @@ from server.db import migrate
 from server.db.database import Database
 from server.db.embedded import start_embedded_postgres
 from server.db.pool import create_pool, warm_up
-from server.health import NOT_SERVING, HealthMonitor
+from server.health import HealthMonitor
 from server.interceptors import RpcPolicy
 from server.metrics import MetricsEndpoint, RpcMetrics
 from server.passwords import Passwords
@@ -67,9 +69,11 @@ class App:
         self._server: grpc.aio.Server | None = None
         self._pool: asyncpg.Pool | None = None
         self._cache: Cache | None = None
+        self._policy: RpcPolicy | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._monitor_task: asyncio.Task[None] | None = None
-        self.health = health_aio.HealthServicer()
+        self.health = HealthServicer()
+        self._hurry = asyncio.Event()
         self.port = 0
         self.dsn = ""
 
@@ -90,8 +94,8 @@ class App:
         migrations = migrate.load_migrations(settings.migrations_dir)
         self._pool = await create_pool(self.dsn, settings)
         self._cache = create_cache(settings)
-        for name in ["", *SERVICE_NAMES]:  # the stock servicer starts as SERVING; nothing is checked yet
-            await self.health.set(name, NOT_SERVING)
+        for name in ["", *SERVICE_NAMES]:  # nothing is checked yet
+            self.health.set(name, NOT_SERVING)
 
         self._server = await self._build_server()
         try:
@@ -145,7 +149,7 @@ class App:
         passwords = await asyncio.to_thread(  # hashes its decoy password: CPU work, off the loop
             Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
         )
-        policy = RpcPolicy(RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds)
+        policy = self._policy = RpcPolicy(RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds)
 
         server = grpc.aio.server(
             options=[
@@ -167,8 +171,18 @@ class App:
         )
         return server
 
-    async def stop(self, grace_seconds: float | None = None) -> None:
-        """Stops serving: health NOT_SERVING, in-flight RPCs finish within the grace, then cache and pool close.
+    def hurry(self) -> None:
+        """Cuts a running shutdown drain short (a second SIGTERM or Ctrl-C); the grace still applies."""
+        self._hurry.set()
+
+    async def stop(self, grace_seconds: float | None = None, drain_seconds: float | None = None) -> None:
+        """Stops serving without dropping calls, in the order load balancers need:
+
+        1. every health status turns NOT_SERVING, and Watch streams say so at once;
+        2. for the drain, the server keeps serving, so that probes and balancers move traffic away first;
+        3. Watch streams end and the server stops accepting (new calls get UNAVAILABLE, which clients retry
+           elsewhere); calls in flight get the grace to finish;
+        4. the cache, the metrics endpoint and the pool close.
 
         Idempotent, and safe before ``start``.
         """
@@ -177,8 +191,14 @@ class App:
             return
         self._state = AppState.STOPPED
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
-        log.info("stopping", extra={"grace_seconds": grace})
-        await self.health.enter_graceful_shutdown()
+        drain = self.settings.shutdown_drain_seconds if drain_seconds is None else drain_seconds
+        if not self.port:
+            drain = 0.0  # it never bound its port: nobody to drain
+        log.info("stopping", extra={"drain_seconds": drain, "grace_seconds": grace})
+        self.health.enter_graceful_shutdown()
+        if drain > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), drain)
         if self._monitor_task is not None:
             self._monitor_task.cancel()
             try:
@@ -187,8 +207,12 @@ class App:
                 pass
             except Exception:  # a bug in the monitor must not keep the server from stopping
                 log.exception("health monitor had failed")
+        self.health.end_watches()
         if self._server is not None:
-            await self._server.stop(grace)
+            assert self._policy is not None
+            refusing_since = time.monotonic()
+            await self._policy.refuse_new_calls(within_seconds=grace)
+            await self._server.stop(max(0.0, grace - (time.monotonic() - refusing_since)))
         if self._cache is not None:
             await self._cache.aclose()
         if self._metrics_endpoint is not None:

@@ -67,7 +67,10 @@ class Settings:
     """How long the server's own ``migrate up`` may run before it is rolled back and retried later."""
     migrations_dir: Path = Path("migrations")
     health_check_interval_seconds: float = 2.0
+    shutdown_drain_seconds: float = 3.0
+    """After SIGTERM, how long health says NOT_SERVING while the server still serves, so balancers move away."""
     shutdown_grace_seconds: float = 10.0
+    """After the drain, how long calls in flight may take to finish."""
     metrics_port: int | None = None
     """Port of the Prometheus /metrics endpoint; None turns it off."""
     log_level: str = "INFO"
@@ -111,6 +114,7 @@ class Settings:
             health_check_interval_seconds=read.get(
                 "HEALTH_CHECK_INTERVAL_SECONDS", _positive(float), cls.health_check_interval_seconds
             ),
+            shutdown_drain_seconds=read.get("SHUTDOWN_DRAIN_SECONDS", _non_negative(float), cls.shutdown_drain_seconds),
             shutdown_grace_seconds=read.get("SHUTDOWN_GRACE_SECONDS", _non_negative(float), cls.shutdown_grace_seconds),
             metrics_port=read.get("METRICS_PORT", _port, None),
             log_level=read.get("LOG_LEVEL", _choice(LOG_LEVELS, upper=True), cls.log_level),

@@ -133,6 +133,15 @@ class Unavailable(DomainError):
     reason = "BACKEND_UNAVAILABLE"
 
 
+class ShuttingDown(Unavailable):
+    """The server is stopping and takes no new calls; another replica can serve this one."""
+
+    reason = "SHUTTING_DOWN"
+
+    def __init__(self) -> None:
+        super().__init__("this server is shutting down; retry on another replica")
+
+
 # Driver exceptions that mean "PostgreSQL or Redis cannot be reached right now": transient, retryable.
 _UNAVAILABLE_MESSAGE = "a backing store is unavailable; retry with backoff"
 

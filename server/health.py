@@ -16,14 +16,12 @@ from collections.abc import Iterable
 
 import asyncpg
 from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import aio as health_aio
 
+from server.api.health import NOT_SERVING, SERVING, HealthServicer
 from server.db import migrate
 
 log = logging.getLogger(__name__)
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _FIRST_RETRY_SECONDS = 0.1
 
 
@@ -40,7 +38,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        servicer: health_aio.HealthServicer,
+        servicer: HealthServicer,
         service_names: Iterable[str],
         pool: asyncpg.Pool,
         *,
@@ -123,4 +121,4 @@ class HealthMonitor:
         log.log(logging.INFO if healthy else logging.WARNING, "health changed",
                 extra={"status": health_pb2.HealthCheckResponse.ServingStatus.Name(status), "reason": reason})
         for name in self._names:
-            await self._servicer.set(name, status)
+            self._servicer.set(name, status)

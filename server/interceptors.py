@@ -24,7 +24,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_status import rpc_status
 
 from server import deadline
-from server.errors import InvalidArgument, code_for, internal_status, to_status
+from server.errors import InvalidArgument, ShuttingDown, code_for, internal_status, to_status
 from server.metrics import RpcMetrics
 
 log = logging.getLogger("server.rpc")
@@ -50,6 +50,10 @@ class CallInfo:
             self._request_id = str(given)[:128] if given else uuid.uuid4().hex
         return self._request_id
 
+
+# How long no call may have arrived before a stopping server stops accepting: longer than grpc takes to hand
+# over the calls it holds, short enough not to delay a shutdown noticeably.
+_QUIET_SECONDS = 0.1
 
 current_call: ContextVar[CallInfo | None] = ContextVar("current_call", default=None)
 
@@ -83,6 +87,24 @@ class RpcPolicy:
     def __init__(self, metrics: RpcMetrics, default_timeout_seconds: float) -> None:
         self._metrics = metrics
         self._default_timeout = default_timeout_seconds
+        self._accepting = True
+        self._in_flight = 0
+        self._last_arrival = 0.0
+
+    async def refuse_new_calls(self, within_seconds: float) -> None:
+        """From now on answers new calls UNAVAILABLE (callers retry them on another replica); returns once the
+        calls already accepted have finished and no call has arrived for a moment, or after ``within_seconds``.
+
+        Under load grpc holds calls it has received but not yet handed to the application; the server's own
+        stop cancels those (CANCELLED, which callers do not retry). Waiting for arrivals to cease lets every
+        such call reach this refusal instead.
+        """
+        self._accepting = False
+        give_up = time.perf_counter() + within_seconds
+        while time.perf_counter() < give_up:
+            if not self._in_flight and time.perf_counter() - self._last_arrival >= _QUIET_SECONDS:
+                return
+            await asyncio.sleep(_QUIET_SECONDS / 4)
 
     def register(self, server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
         """Serves every method of ``service`` from the same-named method of ``servicer``, wrapped.
@@ -107,13 +129,18 @@ class RpcPolicy:
         metrics = self._metrics
         default_timeout = self._default_timeout
         debug = log.isEnabledFor(logging.DEBUG)  # read once: the level is fixed at start
+        policy = self
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             deadline.set_deadline(context.time_remaining(), default_timeout)
             current_call.set(CallInfo(method, context))
             code = grpc.StatusCode.OK
+            policy._in_flight += 1
+            policy._last_arrival = started
             try:
+                if not policy._accepting:
+                    raise ShuttingDown()
                 if request.__class__ is MalformedRequest:
                     raise InvalidArgument.of(
                         "", f"the request body is not a valid {request.message_name}", reason="MALFORMED_REQUEST"
@@ -132,13 +159,14 @@ class RpcPolicy:
                     log.exception("unexpected error", extra={"error_id": error_id})
                     status = internal_status(error_id)
                 else:
-                    if code is grpc.StatusCode.UNAVAILABLE:
+                    if code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, ShuttingDown):
                         log.warning("backend unavailable", extra={"error": type(exc).__name__})
                     status = to_status(exc, code)
                 await context.abort(
                     code, status.message, trailing_metadata=rpc_status.to_status(status).trailing_metadata
                 )
             finally:
+                policy._in_flight -= 1
                 elapsed = time.perf_counter() - started
                 metrics.observe(method, code, elapsed)
                 if debug:

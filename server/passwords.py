@@ -23,6 +23,14 @@ class Passwords:
     async def verify(self, password_hash: str, password: str) -> bool:
         return await asyncio.to_thread(self._verify, password_hash, password)
 
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether ``password_hash`` was made with other parameters than the configured ones (cheap: it only
+        reads the parameters written in the hash)."""
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
+
     async def verify_absent(self, password: str) -> bool:
         """Burns one verification's worth of time; always False."""
         await asyncio.to_thread(self._verify, self._decoy_hash, password)

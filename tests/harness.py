@@ -21,6 +21,7 @@ def settings_for(database_url: str, **overrides: str) -> Settings:
         "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
         "DB_CONNECT_TIMEOUT_SECONDS": "2",
         "SHUTDOWN_GRACE_SECONDS": "1",
+        "SHUTDOWN_DRAIN_SECONDS": "0",
         # Argon2id at test strength: the same code path, a fraction of the production cost.
         "PASSWORD_HASH_TIME_COST": "1",
         "PASSWORD_HASH_MEMORY_KIB": "1024",

@@ -189,3 +189,9 @@ def test_the_retry_delay_stays_bounded_however_long_the_database_is_away():
     for failures in (1, 2, 10, 1025, 100_000):
         assert 0 <= retry_delay(failures, first_seconds=0.1, max_seconds=2.0) <= 2.0
     assert retry_delay(1, first_seconds=0.1, max_seconds=2.0) <= 0.1
+
+
+async def test_health_list_reports_every_service(app):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=5)
+    assert {name: response.status for name, response in listed.statuses.items()} == dict.fromkeys(SERVICE_NAMES, SERVING)

@@ -167,6 +167,15 @@ async def test_a_taken_port_stops_the_server_with_one_clear_line(database_url):
     assert process.returncode == 2
     assert "configuration error: GRPC_ADDRESS: cannot bind" in stderr.decode()
     assert "Traceback" not in stderr.decode()
+    assert_json_log_then_one_error_line(stderr.decode())
+
+
+def assert_json_log_then_one_error_line(stderr: str) -> None:
+    """Every line is a JSON log record — grpc's own lines included — but the last, the one-line error."""
+    *log_lines, last = stderr.strip().splitlines()
+    records = [json.loads(line) for line in log_lines]
+    assert last.startswith("configuration error:")
+    assert any(record["logger"] == "grpc.core" and record["level"] == "ERROR" for record in records), records
 
 
 async def test_a_second_server_on_the_port_of_a_running_one_stops_with_one_clear_line(app, database_url):

@@ -10,10 +10,11 @@ import asyncpg
 import grpc
 import pytest
 from dataservice.v1 import user_service_pb2 as pb
+from dataservice.v1 import user_service_pb2_grpc
 from google.protobuf import field_mask_pb2, struct_pb2
 
 from tests.grpc_errors import bad_request_fields, status_of
-from tests.harness import unique_email
+from tests.harness import settings_for, unique_email
 
 PASSWORD = "correct horse battery"
 
@@ -433,3 +434,24 @@ async def test_preferences_with_nan_are_invalid_but_a_literal_backslash_u0000_is
 async def test_forged_page_tokens_are_invalid_not_internal(users, payload):
     token = base64.urlsafe_b64encode(payload).decode().rstrip("=")
     assert bad_request_fields(await fails(users.ListUsers(pb.ListUsersRequest(page_token=token)))) == {"page_token"}
+
+
+async def test_a_login_upgrades_a_hash_made_with_weaker_parameters(database_url, start_app):
+    weak = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST="1"))
+    strong = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST="2"))
+    email = unique_email("rehash")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{weak.port}") as weak_channel, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{strong.port}") as strong_channel:
+        created = await create(user_service_pb2_grpc.UserServiceStub(weak_channel), email)
+        stronger = user_service_pb2_grpc.UserServiceStub(strong_channel)
+        logged_in = (await stronger.AuthenticateUser(pb.AuthenticateUserRequest(email=email, password=PASSWORD))).user
+        assert logged_in.id == created.id
+        assert logged_in == (await stronger.GetUser(pb.GetUserRequest(id=created.id))).user, "the etag it returns is current"
+        again = (await stronger.AuthenticateUser(pb.AuthenticateUserRequest(email=email, password=PASSWORD))).user
+        assert again.etag == logged_in.etag, "an up-to-date hash is left alone"
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", uuid.UUID(created.id))
+    finally:
+        await conn.close()
+    assert ",t=2," in stored

@@ -13,8 +13,8 @@ from dataservice.v1 import user_service_pb2_grpc as pb_grpc
 from server.api import paging
 from server.api.validation import Violations
 from server.cache.users import Users
-from server.domain import CreateRequest, PageCursor, UserChanges
-from server.errors import RequestIdReused, Unauthenticated, clip
+from server.domain import CreateRequest, Credentials, PageCursor, User, UserChanges
+from server.errors import Conflict, NotFound, RequestIdReused, Unauthenticated, clip
 from server.messages import json_text, struct_to_dict, user_message
 from server.passwords import Passwords
 
@@ -122,7 +122,22 @@ class UserServicer(pb_grpc.UserServiceServicer):
             raise Unauthenticated(_BAD_CREDENTIALS)
         if not await self._passwords.verify(credentials.password_hash, request.password):
             raise Unauthenticated(_BAD_CREDENTIALS)
-        return pb.AuthenticateUserResponse(user=user_message(credentials.user))
+        user = credentials.user
+        if self._passwords.needs_rehash(credentials.password_hash):
+            user = await self._upgrade_hash(credentials, request.password)
+        return pb.AuthenticateUserResponse(user=user_message(user))
+
+    async def _upgrade_hash(self, credentials: Credentials, password: str) -> User:
+        """Replaces a hash made with weaker (older) parameters while the password is at hand, so that raising
+        PASSWORD_HASH_* takes effect for every account as it logs in. Like a password change, it moves the
+        etag; a concurrent change or delete wins, and the login still succeeds."""
+        new_hash = await self._passwords.hash(password)
+        try:
+            return await self._users.set_password_hash(
+                credentials.user.id, new_hash=new_hash, old_hash=credentials.password_hash
+            )
+        except (Conflict, NotFound):
+            return credentials.user
 
     async def ChangePassword(
         self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext

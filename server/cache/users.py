@@ -92,9 +92,9 @@ class Users:
         async with self._invalidating(keys.user(user_id)):
             return await store.update_user(self._db, user_id, changes, expected_version=expected_version)
 
-    async def set_password_hash(self, user_id: UUID, *, new_hash: str, old_hash: str) -> None:
+    async def set_password_hash(self, user_id: UUID, *, new_hash: str, old_hash: str) -> User:
         async with self._invalidating(keys.user(user_id)):  # the row's version (etag) and update time move
-            await store.set_password_hash(self._db, user_id, new_hash=new_hash, old_hash=old_hash)
+            return await store.set_password_hash(self._db, user_id, new_hash=new_hash, old_hash=old_hash)
 
     async def delete(self, user_id: UUID, *, expected_version: int | None) -> None:
         async with self._invalidating(keys.user(user_id)):

@@ -159,10 +159,11 @@ async def update_user(db: Database, user_id: UUID, changes: UserChanges, *, expe
     return _user(row)
 
 
-async def set_password_hash(db: Database, user_id: UUID, *, new_hash: str, old_hash: str) -> None:
-    """Replaces the hash only if it is still ``old_hash``: of two concurrent changes, one wins, one is ABORTED."""
+async def set_password_hash(db: Database, user_id: UUID, *, new_hash: str, old_hash: str) -> User:
+    """Replaces the hash only if it is still ``old_hash``: of two concurrent changes, one wins, one is ABORTED.
+    Returns the user as it is after the change (a new etag)."""
     row = await db.fetchrow(
-        "UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3 RETURNING id",
+        f"UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3 RETURNING {_COLUMNS}",
         user_id,
         new_hash,
         old_hash,
@@ -172,6 +173,7 @@ async def set_password_hash(db: Database, user_id: UUID, *, new_hash: str, old_h
         if not exists:
             raise NotFound("User", str(user_id))
         raise Conflict("the password was changed concurrently; check the current password and retry")
+    return _user(row)
 
 
 async def delete_user(db: Database, user_id: UUID, *, expected_version: int | None) -> None:
