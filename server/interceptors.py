@@ -116,7 +116,7 @@ class RpcPolicy:
         for method in service.methods:
             if method.client_streaming or method.server_streaming:
                 raise TypeError(f"{method.full_name}: only unary methods are supported")
-            behavior = self._wrap(f"/{service.full_name}/{method.name}", getattr(servicer, method.name))
+            behavior = self.wrap(f"/{service.full_name}/{method.name}", getattr(servicer, method.name))
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 behavior,
                 request_deserializer=_tolerant_parser(GetMessageClass(method.input_type)),
@@ -125,7 +125,8 @@ class RpcPolicy:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
         server.add_registered_method_handlers(service.full_name, handlers)
 
-    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        """``behavior`` (a servicer method serving ``method``, as ``/package.Service/Method``) with the rules."""
         metrics = self._metrics
         default_timeout = self._default_timeout
         debug = log.isEnabledFor(logging.DEBUG)  # read once: the level is fixed at start
