@@ -15,7 +15,7 @@ from server.app import App, StartupError
 from server.config import ConfigError, Settings
 from server.db import migrate
 from server.db.embedded import EmbeddedUnavailable, start_embedded_postgres
-from server.logs import configure_logging, native_stderr_as_json
+from server.logs import configure_logging, route_native_stderr_to_log
 
 log = logging.getLogger("server")
 
@@ -40,12 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    route_native_stderr_to_log()
+    configure_logging(settings.log_level)
     try:
-        with native_stderr_as_json():
-            configure_logging(settings.log_level)
-            if args.command == "migrate":
-                return uvloop.run(_migrate(settings, args))
-            return uvloop.run(_serve(settings))
+        if args.command == "migrate":
+            return uvloop.run(_migrate(settings, args))
+        return uvloop.run(_serve(settings))
     except migrate.MigrationError as exc:
         print(f"migration error: {exc}", file=sys.stderr)
         return 1

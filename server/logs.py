@@ -1,13 +1,13 @@
 """Structured logs: one JSON object per line, with the request id of the RPC being served.
 
 grpc's C core writes its own lines (``E1128 16:34:17.035967 13228 add_port.cc:83] message``) straight to
-file descriptor 2, past Python's logging. ``native_stderr_as_json`` routes that descriptor through a pipe
+file descriptor 2, past Python's logging. ``route_native_stderr_to_log`` routes that descriptor through a pipe
 and turns each such line into a JSON record of the ``grpc.core`` logger, so that the log stays parseable.
 """
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import json
 import logging
 import os
@@ -15,7 +15,6 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and belongs in the line.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -56,13 +55,12 @@ _NATIVE_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+\s+\d+ ([^\]]+)\] ?(.*)")
 _NATIVE_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
 
 
-@contextlib.contextmanager
-def native_stderr_as_json() -> Iterator[None]:
-    """While active, lines written to file descriptor 2 by native code become ``grpc.core`` log records.
+def route_native_stderr_to_log() -> None:
+    """From now on, lines written to file descriptor 2 by native code become ``grpc.core`` log records.
 
-    ``sys.stderr`` (so the log handler configured after entering, and error messages) is pointed at the real
-    stderr for the rest of the process. On exit descriptor 2 is restored, and every line still in the pipe
-    is logged before this returns.
+    ``sys.stderr`` (so the log handler configured afterwards, and error messages) is pointed at the real
+    stderr. At exit descriptor 2 is restored and every line still in the pipe is logged; being registered
+    first, that runs after the exit handlers registered later (the embedded PostgreSQL's stop among them).
     """
     real_stderr = os.dup(2)
     read_end, write_end = os.pipe()
@@ -71,11 +69,12 @@ def native_stderr_as_json() -> Iterator[None]:
     sys.stderr = open(real_stderr, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
     forwarder = threading.Thread(target=_forward_native_lines, args=(read_end,), name="native-stderr", daemon=True)
     forwarder.start()
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         os.dup2(real_stderr, 2)  # closes the pipe's last write end: the forwarder reads to its end and stops
         forwarder.join(timeout=2)
+
+    atexit.register(restore)
 
 
 def _forward_native_lines(read_end: int) -> None:
