@@ -67,6 +67,8 @@ class PageTokens:
             raise invalid
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:
+                raise ValueError("not the one spelling of these bytes")  # e.g. changed unused trailing bits
             position = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _bound(method, parameters))
             version, micros, row_id = _POSITION.unpack(position)
         except (binascii.Error, ValueError, InvalidTag, struct.error):
