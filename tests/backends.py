@@ -70,23 +70,51 @@ class EmbeddedPostgres:
 
 
 class RedisServer:
-    """A private ``redis-server`` on a free port: tests may stop, pause or restart it."""
+    """A private ``redis-server`` on a free port and a directory of its own: tests may stop, pause, kill or
+    restart it.
 
-    def __init__(self) -> None:
+    Without ``snapshots`` it keeps nothing on disk. With them it persists as a default Redis does (RDB
+    snapshots at Redis's default save points, and on ``SAVE``), so ``start()`` after ``kill()`` brings back
+    the last snapshot, as a crashed and restarted Redis does.
+    """
+
+    def __init__(self, *, snapshots: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; set TEST_REDIS_URL or install redis-server")
+        self._command = [binary, "--bind", "127.0.0.1", "--appendonly", "no"]
+        if not snapshots:
+            self._command += ["--save", ""]
+        self._dir = Path(tempfile.mkdtemp(prefix="dataservice-redis-"))
         self.port = free_port()
-        self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Starts the server on its port and directory, loading its snapshot if it has one."""
+        self._process = subprocess.Popen(
+            [*self._command, "--port", str(self.port), "--dir", str(self._dir)], stdout=subprocess.DEVNULL
+        )
         _wait_for_redis(self.url)
 
+    def stop(self) -> None:
+        """Shuts the server down as SIGTERM does (which, with snapshots, saves one first)."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+    def kill(self) -> None:
+        """Kills the server with SIGKILL: a crash, with no snapshot taken on the way down."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+            self._process = None
+
     def close(self) -> None:
-        self._process.terminate()
-        self._process.wait(10)
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def _wait_for_redis(url: str, timeout: float = 10.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -15,7 +16,7 @@ from google.protobuf import field_mask_pb2
 
 from server.cache import keys
 from server.cache import redis as cache_redis
-from server.cache.base import Cache
+from server.cache.base import Cache, Lookup
 from server.cache.memory import MemoryCache
 from server.cache.redis import RedisCache
 from tests.backends import RedisServer, free_port
@@ -108,16 +109,20 @@ async def test_one_lease_per_key_and_the_holder_fills(cache):
     assert (await cache.get_or_lease(key)).value == b"fresh"
 
 
-async def test_redis_entries_are_namespaced_serialized_users(users, redis_url):
+async def test_redis_entries_are_namespaced_serialized_users_tagged_with_the_epoch(users, redis_url):
     """The suite's shared server caches in Redis; its entries follow the documented key format."""
     user = await make_user(users)
     await get(users, user.id)
     client = redis.Redis.from_url(redis_url)
     try:
-        stored = await client.get(f"dataservice:v1:user:{user.id}")
+        stored = await client.get(f"dataservice:v2:user:{user.id}")
+        epoch = await client.get("dataservice:v2:epoch")
+        run_id = (await client.info("server"))["run_id"]
     finally:
         await client.aclose()
-    assert pb.User.FromString(stored) == user
+    tag, _, serialized = stored.partition(b"|")
+    assert tag == epoch == run_id.encode()
+    assert pb.User.FromString(serialized) == user
 
 
 async def test_every_rpc_still_works_when_redis_is_unreachable(database_url, start_app):
@@ -150,7 +155,7 @@ async def test_a_redis_pause_slows_calls_and_the_delayed_invalidation_lands_afte
         users = user_service_pb2_grpc.UserServiceStub(channel)
         user, bystander = await make_user(users), await make_user(users)
         await get(users, user.id)
-        key = f"dataservice:v1:user:{user.id}"
+        key = f"dataservice:v2:user:{user.id}"
         assert await admin.exists(key), "the read filled the cache"
 
         await admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
@@ -180,7 +185,7 @@ async def test_a_lost_invalidation_is_retried_and_its_key_bypassed_until_then(da
         users = user_service_pb2_grpc.UserServiceStub(channel)
         user = await make_user(users)
         await get(users, user.id)
-        key = f"dataservice:v1:user:{user.id}"
+        key = f"dataservice:v2:user:{user.id}"
         assert await admin.exists(key)
 
         await admin.execute_command("ACL", "SETUSER", "svc", "-del")
@@ -254,3 +259,159 @@ async def test_invalidations_still_owed_at_shutdown_are_made_before_closing(priv
     await cache.aclose()  # SIGTERM right after the write
     assert not await admin.exists(key)
     await admin.aclose()
+
+
+@pytest.fixture
+def snapshotting_redis() -> Iterator[RedisServer]:
+    """A private Redis that persists as Redis does by default: a restart loads its last snapshot."""
+    server = RedisServer(snapshots=True)
+    yield server
+    server.close()
+
+
+async def run_id_of(url: str) -> bytes:
+    client = redis.Redis.from_url(url)
+    try:
+        return (await client.info("server"))["run_id"].encode()
+    finally:
+        await client.aclose()
+
+
+async def test_entries_restored_from_an_older_snapshot_are_never_served(
+    database_url, start_app, snapshotting_redis, caplog
+):
+    """Redis snapshots while a user's entries are cached, acknowledges the invalidation of an update, is
+    killed and restarts from the snapshot, which brings the replaced entries back. Reads must return the update,
+    and the cache must fill and serve again under the new server."""
+    caplog.set_level(logging.WARNING, logger=cache_redis.__name__)
+    app = await start_app(settings_for(database_url, REDIS_URL=snapshotting_redis.url))
+    admin = redis.Redis.from_url(snapshotting_redis.url)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        user = await make_user(users)
+        await get(users, user.id)
+        await users.LookupUser(pb.LookupUserRequest(email=user.email))
+        user_key, email_key = keys.user(uuid.UUID(user.id)), keys.user_email(user.email)
+        assert await admin.exists(user_key, email_key) == 2, "the reads filled the cache"
+        await admin.save()
+
+        mask = field_mask_pb2.FieldMask(paths=["display_name"])
+        updated = (await users.UpdateUser(
+            pb.UpdateUserRequest(user=pb.User(id=user.id, display_name="After the snapshot"), update_mask=mask))).user
+        assert not await admin.exists(user_key), "the live Redis acknowledged the invalidation"
+        await admin.aclose()
+
+        snapshotting_redis.kill()
+        snapshotting_redis.start()
+        admin = redis.Redis.from_url(snapshotting_redis.url)
+        assert await admin.exists(user_key, email_key) == 2, "the snapshot brought the replaced entries back"
+
+        for _ in range(3):
+            assert await get(users, user.id) == updated
+            assert (await users.LookupUser(pb.LookupUserRequest(email=user.email))).user == updated
+        run_id = await run_id_of(snapshotting_redis.url)
+        for key in (user_key, email_key):
+            assert (await admin.get(key)).startswith(run_id + b"|"), "refilled under the new server's epoch"
+    await admin.aclose()
+    restarts = [record for record in caplog.records if "restarted" in record.getMessage()]
+    assert len(restarts) == 1 and restarts[0].run_id == run_id.decode()
+
+
+async def test_a_lease_restored_from_an_older_snapshot_cannot_fill(snapshotting_redis):
+    """A slow reader takes a lease, Redis snapshots, a writer's invalidation deletes the lease, and Redis
+    crashes and restarts from the snapshot, lease included. The reader's fill, with what it read before the
+    write, must be refused."""
+    reader = RedisCache(snapshotting_redis.url, timeout_seconds=1.0)
+    key = keys.user(uuid.uuid4())
+    lease = (await reader.get_or_lease(key)).lease
+    assert lease is not None
+    await reader.aclose()
+    admin = redis.Redis.from_url(snapshotting_redis.url)
+    await admin.save()
+    writer = RedisCache(snapshotting_redis.url, timeout_seconds=1.0)
+    await writer.invalidate(key)
+    await writer.aclose()
+    await admin.aclose()
+
+    snapshotting_redis.kill()
+    snapshotting_redis.start()
+    admin = redis.Redis.from_url(snapshotting_redis.url)
+    assert await admin.exists(f"{key}:lease"), "the snapshot brought the deleted lease back"
+    reader = RedisCache(snapshotting_redis.url, timeout_seconds=1.0)  # the token is all a fill needs
+    assert await reader.fill(key, lease, b"read before the write", 60) is False
+    assert (await reader.get_or_lease(key)).value is None
+    await reader.aclose()
+    await admin.aclose()
+
+
+async def test_entries_stay_valid_when_the_epoch_key_alone_is_lost(private_redis):
+    """The epoch key evicted or deleted on the live server: what was cached on it stays valid (that server
+    applied every invalidation since), and new entries are filled and served."""
+    cache = RedisCache(private_redis.url, timeout_seconds=1.0)
+    cached, new = keys.user(uuid.uuid4()), keys.user(uuid.uuid4())
+    assert await cache.fill(cached, (await cache.get_or_lease(cached)).lease, b"cached", 60)
+    admin = redis.Redis.from_url(private_redis.url)
+    await admin.delete(keys.EPOCH)
+    assert (await cache.get_or_lease(cached)).value == b"cached"
+    assert await admin.get(keys.EPOCH) == await run_id_of(private_redis.url)
+    assert await cache.fill(new, (await cache.get_or_lease(new)).lease, b"new", 60)
+    assert (await cache.get_or_lease(new)).value == b"new"
+    await cache.aclose()
+    await admin.aclose()
+
+
+async def test_a_redis_outage_is_logged_once_and_its_end_once(database_url, start_app, private_redis, caplog):
+    """Redis down: every RPC still succeeds, and the cache logs the outage's start, not a line per call; once
+    Redis is back, one line says so."""
+    caplog.set_level(logging.INFO, logger=cache_redis.__name__)
+    app = await start_app(settings_for(database_url, REDIS_URL=private_redis.url))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        user = await make_user(users)
+        await get(users, user.id)
+
+        private_redis.stop()
+        mask = field_mask_pb2.FieldMask(paths=["display_name"])
+        for i in range(50):
+            if i % 5 == 0:
+                await users.UpdateUser(
+                    pb.UpdateUserRequest(user=pb.User(id=user.id, display_name=f"Outage {i}"), update_mask=mask))
+            elif i % 5 == 1:
+                await users.LookupUser(pb.LookupUserRequest(email=user.email))
+            else:
+                await get(users, user.id)
+        during = [record.getMessage() for record in caplog.records if record.name == cache_redis.__name__]
+        assert during == ["cache unavailable"]
+
+        private_redis.start()
+        deadline = asyncio.get_running_loop().time() + 10
+        while not [record for record in caplog.records if record.getMessage() == "cache available again"]:
+            assert asyncio.get_running_loop().time() < deadline, "the recovery was never logged"
+            await get(users, user.id)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        after = [record.getMessage() for record in caplog.records if record.name == cache_redis.__name__]
+    assert after.count("cache unavailable") == 1 and after.count("cache available again") == 1
+    assert len(after) <= 4, after  # also: Redis restarted, and the delayed invalidations landed
+
+
+async def test_a_long_redis_outage_is_summarized_once_per_interval(private_redis, caplog):
+    """Redis down for several intervals: one line when it goes, then at most one per interval counting the
+    failed operations, and one when it is back; together they count every failure."""
+    caplog.set_level(logging.WARNING, logger=cache_redis.__name__)
+    cache = RedisCache(private_redis.url, timeout_seconds=0.2, outage_summary_seconds=0.2)
+    key = keys.user(uuid.uuid4())
+    private_redis.stop()
+    started = asyncio.get_running_loop().time()
+    for _ in range(30):
+        assert await cache.get_or_lease(key) == Lookup(None)
+        await asyncio.sleep(0.02)
+    elapsed = asyncio.get_running_loop().time() - started
+    private_redis.start()
+    assert (await cache.get_or_lease(key)).lease is not None
+    await cache.aclose()
+    lines = [record for record in caplog.records if record.name == cache_redis.__name__]
+    messages = [line.getMessage() for line in lines]
+    assert messages[0] == "cache unavailable" and messages[-1] == "cache available again"
+    assert set(messages[1:-1]) == {"cache still unavailable"} and len(messages) - 2 <= elapsed / 0.2
+    assert sum(line.failed_operations for line in lines) == 30

@@ -1,10 +1,13 @@
 """Cache key format, written down once (format version in the prefix).
 
-    dataservice:v1:user:<uuid>                 serialized dataservice.v1.User
-    dataservice:v1:user-email:<email_key>      the user's id (ASCII), checked against the user on read
+    dataservice:v2:user:<uuid>                 serialized dataservice.v1.User
+    dataservice:v2:user-email:<email_key>      the user's id (ASCII), checked against the user on read
     <key>:lease                                the lease token of a reader filling <key>
+    dataservice:v2:epoch                       Redis only: the run_id of the Redis server the entries are valid on
 
-Bump ``FORMAT`` when a stored message changes incompatibly: old entries are then simply never read.
+In Redis every value and lease token is stored as ``<epoch>|<bytes>``, the epoch it was written under
+(server/cache/redis.py). Bump ``FORMAT`` when a stored value changes incompatibly: old entries are then
+simply never read.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from uuid import UUID
 
 from server.domain import email_key
 
-FORMAT = "v1"
+FORMAT = "v2"
 PREFIX = f"dataservice:{FORMAT}"
+EPOCH = f"{PREFIX}:epoch"
 
 
 def user(user_id: UUID) -> str:
