@@ -26,6 +26,7 @@ from grpc_status import rpc_status
 from server import deadline
 from server.errors import InvalidArgument, ShuttingDown, code_for, internal_status, to_status
 from server.metrics import RpcMetrics
+from server.outage import OutageLog
 
 log = logging.getLogger("server.rpc")
 
@@ -90,6 +91,9 @@ class RpcPolicy:
         self._accepting = True
         self._in_flight = 0
         self._last_arrival = 0.0
+        # While PostgreSQL is away every call fails alike: one line when that starts, a summary a minute, one
+        # line at its end, instead of a line per call.
+        self._backend_outage = OutageLog(log, "backend")
 
     async def refuse_new_calls(self, within_seconds: float) -> None:
         """From now on answers new calls UNAVAILABLE (callers retry them on another replica); returns once the
@@ -131,6 +135,7 @@ class RpcPolicy:
         default_timeout = self._default_timeout
         debug = log.isEnabledFor(logging.DEBUG)  # read once: the level is fixed at start
         policy = self
+        backend_outage = self._backend_outage
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -146,7 +151,9 @@ class RpcPolicy:
                     raise InvalidArgument.of(
                         "", f"the request body is not a valid {request.message_name}", reason="MALFORMED_REQUEST"
                     )
-                return await behavior(request, context)
+                response = await behavior(request, context)
+                backend_outage.succeeded()
+                return response
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
@@ -161,7 +168,7 @@ class RpcPolicy:
                     status = internal_status(error_id)
                 else:
                     if code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, ShuttingDown):
-                        log.warning("backend unavailable", extra={"error": type(exc).__name__})
+                        backend_outage.failed(method, exc)
                     status = to_status(exc, code)
                 await context.abort(
                     code, status.message, trailing_metadata=rpc_status.to_status(status).trailing_metadata
