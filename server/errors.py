@@ -145,6 +145,15 @@ class ShuttingDown(Unavailable):
 # Driver exceptions that mean "PostgreSQL or Redis cannot be reached right now": transient, retryable.
 _UNAVAILABLE_MESSAGE = "a backing store is unavailable; retry with backoff"
 
+
+class ConnectionLost(Unavailable):
+    """A statement's connection to PostgreSQL was lost, whatever shape the driver gave the failure (a FATAL
+    error from a stopping server, a closed socket, a protocol state left broken by either)."""
+
+    def __init__(self) -> None:
+        super().__init__(_UNAVAILABLE_MESSAGE)
+
+
 _CODES: dict[type[BaseException], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,

@@ -1,4 +1,9 @@
-"""The stores' door to PostgreSQL: pooled queries whose waits and runs are bounded by the caller's deadline."""
+"""The stores' door to PostgreSQL: pooled queries whose waits and runs are bounded by the caller's deadline.
+
+A statement whose connection was lost (PostgreSQL stopped, crashed or ended the session) fails UNAVAILABLE,
+never INTERNAL; the connection is discarded, and a statement the store marks as an idempotent read runs once
+more on a fresh connection while the caller's budget lasts.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,29 @@ import asyncio
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from server import deadline
+from server.errors import ConnectionLost
+
+# Failures of a statement that end its connection's session: PostgreSQL ended it (class 08, or 57P01 shutdown,
+# 57P02 crash, 57P04 database dropped, 57P05 idle timeout), the socket broke, or asyncpg's protocol state
+# broke. The last is how a FATAL error shows when it reaches a connection idle in the pool before the close
+# of the socket does: asyncpg, not expecting a message there, waits for a ReadyForQuery that never comes, so
+# the next statement cannot start ("cannot switch to state 12; another operation (2) is in progress").
+_SESSION_ENDED = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+)
+# ... except these, after which the session goes on: a cancelled statement (57014), asyncpg's command
+# timeout, and a cached statement outdated by a schema change.
+_SESSION_GOES_ON = (
+    asyncpg.exceptions.QueryCanceledError,
+    TimeoutError,
+    asyncpg.exceptions.OutdatedSchemaCacheError,
+)
 
 
 class Database:
@@ -18,7 +44,12 @@ class Database:
     One ``asyncio.timeout`` costs less than asyncpg's own per-step timeouts (acquire, query and release each
     arm a timer), and when it fires asyncpg cancels the running query on the server. The three methods are
     written out rather than shared through a context-manager helper: on this path a generator-based
-    context manager costs a measurable share of a point read.
+    context manager costs a measurable share of a point read. What happens after a lost connection is
+    shared (``_after_loss``): only failures pay for it.
+
+    ``idempotent=True`` says that running the statement twice does no harm (a SELECT): after a lost
+    connection it runs once more, inside the same budget. Writes are never run again, because the lost one
+    may have committed; they fail UNAVAILABLE and the caller decides (etags and request ids make its retry safe).
     """
 
     def __init__(self, pool: asyncpg.Pool, default_timeout_seconds: float) -> None:
@@ -28,29 +59,93 @@ class Database:
     def budget(self) -> float:
         return deadline.budget(self._default_timeout)
 
-    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+    async def fetchrow(self, query: str, *args: Any, idempotent: bool = False) -> asyncpg.Record | None:
         budget = asyncio.timeout(self.budget())
         try:
-            async with budget, self._pool.acquire() as conn:
-                return await conn.fetchrow(query, *args)
+            async with budget:
+                async with self._pool.acquire() as conn:
+                    try:
+                        return await conn.fetchrow(query, *args)
+                    except Exception as exc:
+                        if not _discarded(exc, conn):
+                            raise
+                        lost = exc
+                return await self._after_loss(lost, budget, idempotent, "fetchrow", query, args)
         except TimeoutError:
             raise _timeout_error(budget) from None
 
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+    async def fetch(self, query: str, *args: Any, idempotent: bool = False) -> list[asyncpg.Record]:
         budget = asyncio.timeout(self.budget())
         try:
-            async with budget, self._pool.acquire() as conn:
-                return await conn.fetch(query, *args)
+            async with budget:
+                async with self._pool.acquire() as conn:
+                    try:
+                        return await conn.fetch(query, *args)
+                    except Exception as exc:
+                        if not _discarded(exc, conn):
+                            raise
+                        lost = exc
+                return await self._after_loss(lost, budget, idempotent, "fetch", query, args)
         except TimeoutError:
             raise _timeout_error(budget) from None
 
-    async def fetchval(self, query: str, *args: Any) -> Any:
+    async def fetchval(self, query: str, *args: Any, idempotent: bool = False) -> Any:
         budget = asyncio.timeout(self.budget())
         try:
-            async with budget, self._pool.acquire() as conn:
-                return await conn.fetchval(query, *args)
+            async with budget:
+                async with self._pool.acquire() as conn:
+                    try:
+                        return await conn.fetchval(query, *args)
+                    except Exception as exc:
+                        if not _discarded(exc, conn):
+                            raise
+                        lost = exc
+                return await self._after_loss(lost, budget, idempotent, "fetchval", query, args)
         except TimeoutError:
             raise _timeout_error(budget) from None
+
+    async def _after_loss(
+        self, lost: Exception, budget: asyncio.Timeout, idempotent: bool, method: str, query: str, args: tuple[Any, ...]
+    ) -> Any:
+        """Runs an idempotent read once more on a fresh connection while the budget lasts; else ConnectionLost.
+
+        A lost connection rarely dies alone (a restart or crash ends every session), and asyncpg hands out an
+        idle connection whose socket is still open even when its session is over. So every connection opened
+        before the loss is replaced when it is next taken, and the read runs again on a new one.
+        """
+        await self._pool.expire_connections()
+        if idempotent and budget.when() > asyncio.get_running_loop().time():
+            async with self._pool.acquire() as conn:
+                try:
+                    return await getattr(conn, method)(query, *args)
+                except Exception as exc:
+                    if not _discarded(exc, conn):
+                        raise
+                    lost = exc
+            await self._pool.expire_connections()
+        raise ConnectionLost() from lost
+
+
+def _discarded(exc: Exception, conn: PoolConnectionProxy) -> bool:
+    """Whether ``exc``, raised by a statement on the pooled ``conn``, means its session is over; if so, ``conn``
+    is closed at once so that the pool opens a new connection in its place instead of handing it out again.
+
+    Most such failures have already closed the connection inside asyncpg; terminating makes sure of it. When
+    asyncpg saw the socket close it has also taken the connection back, and ``conn`` answers InterfaceError.
+    """
+    if isinstance(exc, _SESSION_GOES_ON):
+        return False
+    try:
+        if isinstance(exc, asyncpg.exceptions.InterfaceError):
+            # asyncpg's own refusals (a misuse, a bad argument) mean a lost connection only once it is closed.
+            if not conn.is_closed():
+                return False
+        elif not isinstance(exc, _SESSION_ENDED):
+            return False
+        conn.terminate()
+    except asyncpg.exceptions.InterfaceError:
+        pass  # asyncpg saw the socket close: the connection is closed and already back in the pool
+    return True
 
 
 def _timeout_error(budget: asyncio.Timeout) -> Exception:

@@ -77,6 +77,7 @@ async def _created_by(db: Database, request_id: UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {_COLUMNS}, email_key, password_hash, create_request_fingerprint FROM users WHERE create_request_id = $1",
         request_id,
+        idempotent=True,
     )
 
 
@@ -93,26 +94,28 @@ def _replayed(row: asyncpg.Record, request: CreateRequest, email: str) -> Create
 
 
 async def get_user(db: Database, user_id: UUID) -> User:
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id, idempotent=True)
     if row is None:
         raise NotFound("User", str(user_id))
     return _user(row)
 
 
 async def get_user_by_email(db: Database, email: str) -> User:
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE email_key = $1", email_key(email))
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE email_key = $1", email_key(email), idempotent=True)
     if row is None:
         raise NotFound("User", email)
     return _user(row)
 
 
 async def get_credentials_by_email(db: Database, email: str) -> Credentials | None:
-    row = await db.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM users WHERE email_key = $1", email_key(email))
+    row = await db.fetchrow(
+        f"SELECT {_COLUMNS}, password_hash FROM users WHERE email_key = $1", email_key(email), idempotent=True
+    )
     return Credentials(_user(row), row["password_hash"]) if row else None
 
 
 async def get_credentials(db: Database, user_id: UUID) -> Credentials:
-    row = await db.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM users WHERE id = $1", user_id)
+    row = await db.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM users WHERE id = $1", user_id, idempotent=True)
     if row is None:
         raise NotFound("User", str(user_id))
     return Credentials(_user(row), row["password_hash"])
@@ -121,13 +124,14 @@ async def get_credentials(db: Database, user_id: UUID) -> Credentials:
 async def list_users(db: Database, *, after: PageCursor | None, limit: int) -> list[User]:
     """Users in creation order, strictly after ``after``; keyset paging stays stable under inserts."""
     if after is None:
-        rows = await db.fetch(f"SELECT {_COLUMNS} FROM users ORDER BY created_at, id LIMIT $1", limit)
+        rows = await db.fetch(f"SELECT {_COLUMNS} FROM users ORDER BY created_at, id LIMIT $1", limit, idempotent=True)
     else:
         rows = await db.fetch(
             f"SELECT {_COLUMNS} FROM users WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
             after.created_at,
             after.id,
             limit,
+            idempotent=True,
         )
     return [_user(row) for row in rows]
 
@@ -169,7 +173,7 @@ async def set_password_hash(db: Database, user_id: UUID, *, new_hash: str, old_h
         old_hash,
     )
     if row is None:
-        exists = await db.fetchval("SELECT true FROM users WHERE id = $1", user_id)
+        exists = await db.fetchval("SELECT true FROM users WHERE id = $1", user_id, idempotent=True)
         if not exists:
             raise NotFound("User", str(user_id))
         raise Conflict("the password was changed concurrently; check the current password and retry")
@@ -189,7 +193,7 @@ async def delete_user(db: Database, user_id: UUID, *, expected_version: int | No
 
 async def _raise_missing_or_stale(db: Database, user_id: UUID) -> None:
     """Called after a conditional write touched no row: tells a missing user from a stale etag."""
-    exists = await db.fetchval("SELECT true FROM users WHERE id = $1", user_id)
+    exists = await db.fetchval("SELECT true FROM users WHERE id = $1", user_id, idempotent=True)
     if not exists:
         raise NotFound("User", str(user_id))
     raise Conflict("the user was modified since the etag was read; read it again and retry")
