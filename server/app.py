@@ -200,13 +200,7 @@ class App:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), drain)
         if self._monitor_task is not None:
-            self._monitor_task.cancel()
-            try:
-                await self._monitor_task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a bug in the monitor must not keep the server from stopping
-                log.exception("health monitor had failed")
+            await _cancel(self._monitor_task)
         self.health.end_watches()
         if self._server is not None:
             assert self._policy is not None
@@ -224,3 +218,14 @@ class App:
                 log.warning("pool did not close in time; terminating its connections")
                 self._pool.terminate()
         log.info("stopped")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancels ``task`` and waits for its end. Cancels again while it runs on: on Python 3.11,
+    ``asyncio.wait_for`` swallows a cancellation that arrives just as the awaited work completes, and the
+    health monitor, which loops on ``wait_for``, would then never end (nor would the shutdown waiting for it)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:  # a bug in it must not keep the server from stopping
+        log.error("health monitor had failed", exc_info=task.exception())
