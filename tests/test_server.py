@@ -54,7 +54,7 @@ async def test_grpcurl_can_create_and_get_a_user(app):
     assert json.loads(fetched.stdout)["user"]["email"] == email
 
 
-async def test_rpcs_of_later_issues_answer_unimplemented_with_a_clear_message(channel):
+async def test_declared_services_not_served_answer_unimplemented_with_a_clear_message(channel):
     contents = content_service_pb2_grpc.ContentServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await contents.GetContent(content_service_pb2.GetContentRequest(id="x"))
