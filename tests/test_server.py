@@ -54,6 +54,19 @@ async def test_grpcurl_can_create_and_get_a_user(app):
     assert json.loads(fetched.stdout)["user"]["email"] == email
 
 
+async def test_grpcurl_updates_a_user_with_the_readmes_field_mask_form_and_etag(app):
+    """The README's UpdateUser line: a {"paths": [...]} mask (what the packaged grpcurl takes) and user.etag."""
+    body = json.dumps({"user": {"email": unique_email("curlmask"), "displayName": "Curl"}, "password": "long enough"})
+    user = json.loads((await grpcurl(app.port, "-d", body, "dataservice.v1.UserService/CreateUser")).stdout)["user"]
+    update = {"user": {"id": user["id"], "displayName": "Curl 2", "etag": user["etag"]},
+              "updateMask": {"paths": ["display_name"]}}
+    updated = await grpcurl(app.port, "-d", json.dumps(update), "dataservice.v1.UserService/UpdateUser")
+    assert updated.returncode == 0, updated.stderr
+    assert json.loads(updated.stdout)["user"]["display_name"] == "Curl 2"
+    stale = await grpcurl(app.port, "-d", json.dumps(update), "dataservice.v1.UserService/UpdateUser")
+    assert "Code: Aborted" in stale.stderr and "CONCURRENT_MODIFICATION" in stale.stderr
+
+
 async def test_declared_services_not_served_answer_unimplemented_with_a_clear_message(channel):
     contents = content_service_pb2_grpc.ContentServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
