@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import statistics
 import time
@@ -36,6 +37,7 @@ from server.db.pool import create_pool
 from server.interceptors import RpcPolicy
 from server.messages import user_message
 from server.metrics import RpcMetrics
+from server.outage import OutageLog
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 4
@@ -74,7 +76,7 @@ async def _measure(database_url: str | None, calls: int, rounds: int) -> dict[st
     context: Any = _CallContext()
     # GetUser checks no password and reads no page token
     servicer = UserServicer(users, passwords=None, page_tokens=None)  # type: ignore[arg-type]
-    policy = RpcPolicy(RpcMetrics(CollectorRegistry()), 10.0)
+    policy = RpcPolicy(RpcMetrics(CollectorRegistry()), 10.0, OutageLog(logging.getLogger("bench"), "database"))
     wrapped_get_user = policy.wrap("/dataservice.v1.UserService/GetUser", servicer.GetUser)
     query = "SELECT id, email, display_name, preferences, created_at, updated_at, version FROM users WHERE id = $1"
 

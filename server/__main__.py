@@ -15,7 +15,8 @@ from server.app import App, StartupError
 from server.config import ConfigError, Settings
 from server.db import migrate
 from server.db.embedded import EmbeddedUnavailable, start_embedded_postgres
-from server.logs import configure_logging, route_native_stderr_to_log
+from server import native_stderr
+from server.logs import configure_logging
 
 log = logging.getLogger("server")
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    route_native_stderr_to_log()
+    native_stderr.route_to_log(settings.log_level)
     configure_logging(settings.log_level)
     try:
         if args.command == "migrate":

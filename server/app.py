@@ -36,6 +36,7 @@ from server.db.pool import create_pool, warm_up
 from server.health import HealthMonitor
 from server.interceptors import RpcPolicy
 from server.metrics import MetricsEndpoint, RpcMetrics
+from server.outage import OutageLog
 from server.passwords import Passwords
 from server.secret import mask_url
 
@@ -70,6 +71,7 @@ class App:
         self._pool: asyncpg.Pool | None = None
         self._cache: Cache | None = None
         self._policy: RpcPolicy | None = None
+        self._database_outage = OutageLog(logging.getLogger("server.rpc"), "database")
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self.health = HealthServicer()
@@ -118,6 +120,7 @@ class App:
             interval_seconds=settings.health_check_interval_seconds,
             check_timeout_seconds=settings.db_connect_timeout_seconds + 2.0,
             migration_timeout_seconds=settings.migration_timeout_seconds,
+            outage=self._database_outage,
         )
         if await monitor.check_once():  # SERVING at once when the database is already there
             await warm_up(self._pool, settings.db_pool_min_size, settings.db_connect_timeout_seconds)
@@ -149,7 +152,9 @@ class App:
         passwords = await asyncio.to_thread(  # hashes its decoy password: CPU work, off the loop
             Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
         )
-        policy = self._policy = RpcPolicy(RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds)
+        policy = self._policy = RpcPolicy(
+            RpcMetrics(self.metrics_registry), settings.db_command_timeout_seconds, self._database_outage
+        )
 
         server = grpc.aio.server(
             options=[

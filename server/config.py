@@ -84,7 +84,7 @@ class Settings:
         """Builds settings from an environment mapping; raises ConfigError naming the first bad variable."""
         read = _Reader(env)
         database_url = _database_url(read)
-        redis_url = read.get("REDIS_URL", _redis_url, None)
+        redis_url = read.get("REDIS_URL", _redis_url, None, secret=True)
         default_backend = CacheBackend.REDIS if redis_url else CacheBackend.MEMORY
         backend = read.get("CACHE_BACKEND", _enum(CacheBackend), default_backend)
         if backend is CacheBackend.REDIS and redis_url is None:
@@ -156,7 +156,9 @@ class _Reader:
 
 
 def _database_url(read: _Reader) -> Secret | None:
-    url = read.get("DATABASE_URL", _postgres_url, None)
+    # Never echoed: a password holding an unescaped / ? # or @ spills into parts of the URL that masking
+    # cannot tell from the rest.
+    url = read.get("DATABASE_URL", _postgres_url, None, secret=True)
     parts = {name: read.raw(name) for name in ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")}
     if url is not None:
         given = [name for name, value in parts.items() if value is not None]
@@ -195,9 +197,10 @@ def _postgres_url(value: str) -> str:
         raise ValueError("expected a postgresql:// URL")
     hosts = parts.netloc.rpartition("@")[2]
     for host in hosts.split(",") if hosts else ():
-        port = host.rpartition("]")[2] if host.startswith("[") else host
-        if ":" in port:
-            _port_in_url(port.rpartition(":")[2])
+        after_address = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, port = after_address.rpartition(":")
+        if colon and port:  # "host:" means the default port, as in libpq
+            _port_in_url(port)
     query = parse_qs(parts.query, keep_blank_values=True)
     for sslmode in query.get("sslmode", []):
         if sslmode not in SSL_MODES:
@@ -210,7 +213,9 @@ def _postgres_url(value: str) -> str:
 
 def _port_in_url(value: str) -> None:
     if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise ValueError(f"port must be a number between 1 and 65535, not {value!r}")
+        raise ValueError(
+            "a port is not a number between 1 and 65535 (percent-encode any / ? # @ in the user or password)"
+        )
 
 
 def _redis_url(value: str) -> str:

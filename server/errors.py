@@ -2,6 +2,7 @@
 
     DomainError               code               details (every status also carries an ErrorInfo)
      ├── InvalidArgument      INVALID_ARGUMENT   google.rpc.BadRequest naming each field
+     ├── UndecodableRequest   INVALID_ARGUMENT   (the bytes do not parse: no field to name)
      ├── NotFound             NOT_FOUND          google.rpc.ResourceInfo
      ├── AlreadyExists        ALREADY_EXISTS     google.rpc.ResourceInfo
      ├── Conflict             ABORTED            (stale etag, concurrent change)
@@ -77,14 +78,22 @@ class InvalidArgument(DomainError):
         if len(violations) > MAX_VIOLATIONS:
             omitted = len(violations) - MAX_VIOLATIONS
             shown[-1] = FieldViolation(shown[-1].field, f"{shown[-1].description} (and {omitted} more problems)")
-        fields = ", ".join(dict.fromkeys(violation.field for violation in shown if violation.field))
-        # A violation without a field is about the request as a whole: its description is the message.
-        super().__init__(f"invalid argument: {fields or shown[0].description}", reason=reason)
+        fields = ", ".join(dict.fromkeys(violation.field for violation in shown))
+        super().__init__(f"invalid argument: {fields}", reason=reason)
         self.violations = shown
 
     @classmethod
     def of(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
         return cls([FieldViolation(field, description)], reason=reason)
+
+
+class UndecodableRequest(DomainError):
+    """The request's bytes do not parse as its message (INVALID_ARGUMENT): no field to name."""
+
+    reason = "MALFORMED_REQUEST"
+
+    def __init__(self, message_name: str) -> None:
+        super().__init__(f"the request body is not a valid {message_name}")
 
 
 class RequestIdReused(InvalidArgument):
@@ -156,6 +165,7 @@ class ConnectionLost(Unavailable):
 
 _CODES: dict[type[BaseException], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    UndecodableRequest: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Conflict: grpc.StatusCode.ABORTED,

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2
 
 from server.api.health import NOT_SERVING, SERVING, HealthServicer
 from server.db import migrate
+from server.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class HealthMonitor:
         interval_seconds: float,
         check_timeout_seconds: float,
         migration_timeout_seconds: float,
+        outage: OutageLog,
     ) -> None:
         self._servicer = servicer
         self._names = ["", *service_names]
@@ -57,6 +59,7 @@ class HealthMonitor:
         self._interval = interval_seconds
         self._check_timeout = check_timeout_seconds
         self._migration_timeout = migration_timeout_seconds
+        self._outage = outage
         self._schema_verified = False
         self._serving: bool | None = None
 
@@ -104,6 +107,8 @@ class HealthMonitor:
             reason = "ok"
         healthy = reason == "ok"
         await self._set(healthy, reason)
+        if healthy:
+            self._outage.succeeded()  # RPCs report the failures; the database answering ends the outage
         return healthy
 
     async def _probe(self) -> tuple[int, bool]:

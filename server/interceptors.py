@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -24,7 +23,8 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_status import rpc_status
 
 from server import deadline
-from server.errors import InvalidArgument, ShuttingDown, code_for, internal_status, to_status
+from server.errors import ShuttingDown, UndecodableRequest, code_for, internal_status, to_status
+from server.logs import current_call
 from server.metrics import RpcMetrics
 from server.outage import OutageLog
 
@@ -53,10 +53,8 @@ class CallInfo:
 
 
 # How long no call may have arrived before a stopping server stops accepting: longer than grpc takes to hand
-# over the calls it holds, short enough not to delay a shutdown noticeably.
-_QUIET_SECONDS = 0.1
-
-current_call: ContextVar[CallInfo | None] = ContextVar("current_call", default=None)
+# over the calls it holds (also on a loaded machine), short enough not to delay a shutdown noticeably.
+_QUIET_SECONDS = 0.25
 
 
 class MalformedRequest:
@@ -85,15 +83,15 @@ def _tolerant_parser(message_class: type[Message]) -> Callable[[bytes], Message 
 class RpcPolicy:
     """Registers servicers with the per-call rules wrapped around each of their methods."""
 
-    def __init__(self, metrics: RpcMetrics, default_timeout_seconds: float) -> None:
+    def __init__(self, metrics: RpcMetrics, default_timeout_seconds: float, database_outage: OutageLog) -> None:
         self._metrics = metrics
         self._default_timeout = default_timeout_seconds
         self._accepting = True
         self._in_flight = 0
         self._last_arrival = 0.0
-        # While PostgreSQL is away every call fails alike: one line when that starts, a summary a minute, one
-        # line at its end, instead of a line per call.
-        self._backend_outage = OutageLog(log, "backend")
+        # While PostgreSQL is away every call fails alike: the outage log writes one line when that starts and a
+        # summary a minute, instead of a line per call (the health monitor reports its end).
+        self._database_outage = database_outage
 
     async def refuse_new_calls(self, within_seconds: float) -> None:
         """From now on answers new calls UNAVAILABLE (callers retry them on another replica); returns once the
@@ -135,7 +133,7 @@ class RpcPolicy:
         default_timeout = self._default_timeout
         debug = log.isEnabledFor(logging.DEBUG)  # read once: the level is fixed at start
         policy = self
-        backend_outage = self._backend_outage
+        database_outage = self._database_outage
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -148,12 +146,8 @@ class RpcPolicy:
                 if not policy._accepting:
                     raise ShuttingDown()
                 if request.__class__ is MalformedRequest:
-                    raise InvalidArgument.of(
-                        "", f"the request body is not a valid {request.message_name}", reason="MALFORMED_REQUEST"
-                    )
-                response = await behavior(request, context)
-                backend_outage.succeeded()
-                return response
+                    raise UndecodableRequest(request.message_name)
+                return await behavior(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
@@ -168,7 +162,7 @@ class RpcPolicy:
                     status = internal_status(error_id)
                 else:
                     if code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, ShuttingDown):
-                        backend_outage.failed(method, exc)
+                        database_outage.failed(method, exc)
                     status = to_status(exc, code)
                 await context.abort(
                     code, status.message, trailing_metadata=rpc_status.to_status(status).trailing_metadata

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type, extract_parameters
+from argon2.low_level import ARGON2_VERSION
 from argon2.exceptions import InvalidHashError, VerificationError
 
 
@@ -23,13 +24,22 @@ class Passwords:
     async def verify(self, password_hash: str, password: str) -> bool:
         return await asyncio.to_thread(self._verify, password_hash, password)
 
-    def needs_rehash(self, password_hash: str) -> bool:
-        """Whether ``password_hash`` was made with other parameters than the configured ones (cheap: it only
-        reads the parameters written in the hash)."""
+    def is_weaker(self, password_hash: str) -> bool:
+        """Whether ``password_hash`` was made with weaker parameters than the configured ones: another type or
+        an older version of Argon2, a lower time or memory cost. Cheap: it only reads the parameters written
+        in the hash. A stronger hash is not weaker, so replicas configured differently during a rollout
+        never take turns rewriting each other's hashes."""
         try:
-            return self._hasher.check_needs_rehash(password_hash)
+            stored = extract_parameters(password_hash)
         except InvalidHashError:
             return True
+        wanted = self._hasher
+        return (
+            stored.type is not Type.ID
+            or stored.version < ARGON2_VERSION
+            or stored.time_cost < wanted.time_cost
+            or stored.memory_cost < wanted.memory_cost
+        )
 
     async def verify_absent(self, password: str) -> bool:
         """Burns one verification's worth of time; always False."""

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from server.config import CacheBackend, ConfigError, Settings
+from server.secret import Secret
 from tests.harness import REPO
 
 
@@ -65,10 +66,25 @@ def test_each_bad_value_names_its_variable(env, variable):
     assert str(raised.value).startswith(f"{variable}:")
 
 
-def test_a_bad_url_is_shown_with_its_password_masked():
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DATABASE_URL": "mysql://admin:hunter2@h/d"},
+        {"DATABASE_URL": "postgresql://app:hunter2#x@db:5432/app"},  # '#' ends the authority: unmaskable
+        {"DATABASE_URL": "postgresql://app:hunter2/x@db:5432/app"},
+        {"REDIS_URL": "http://:hunter2@r:6379/0"},
+    ],
+)
+def test_a_bad_url_never_shows_its_password(env):
     with pytest.raises(ConfigError) as raised:
-        Settings.from_env({"DATABASE_URL": "mysql://admin:hunter2@h/d"})
-    assert "hunter2" not in str(raised.value) and "***" in str(raised.value)
+        Settings.from_env(env)
+    assert "hunter2" not in str(raised.value)
+    assert str(raised.value).startswith(f"{next(iter(env))}:")
+
+
+def test_a_url_may_leave_the_port_to_its_default():
+    for url in ("postgresql://u@db/app", "postgresql://u@db:/app", "postgresql://u@[::1]/app", "postgresql://u@a,b:6432/app"):
+        assert Settings.from_env({"DATABASE_URL": url}).database_url == Secret(url)
 
 
 @pytest.mark.parametrize(

@@ -81,10 +81,12 @@ async def test_health_follows_a_database_outage_and_recovery_without_restart(pri
                 await users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4())), timeout=10)
             assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
         outage_lines = [record.getMessage() for record in caplog.records if record.name == "server.rpc"]
-        assert outage_lines == ["backend unavailable"], "an outage is one line, not one per call"
+        assert outage_lines == ["database unavailable"], "an outage is one line, not one per call"
 
         await asyncio.to_thread(private_postgres.start)
         await wait_for_status(app.port, SERVING)
+        outage_lines = [record.getMessage() for record in caplog.records if record.name == "server.rpc"]
+        assert outage_lines == ["database unavailable", "database available again"]
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4())), timeout=10)
         assert raised.value.code() is grpc.StatusCode.NOT_FOUND, "queries work again after the recovery"

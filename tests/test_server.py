@@ -222,3 +222,19 @@ async def test_db_host_given_a_unix_socket_directory_serves_from_that_server_and
         assert await conn.fetchval("SELECT email FROM users WHERE id = $1", uuid.UUID(created.id)) == created.email
     finally:
         await conn.close()
+
+
+def test_a_fatal_native_line_reaches_the_json_log_even_when_the_process_aborts():
+    """grpc's fatal checks write one line and abort: that line must still be logged, as JSON."""
+    program = (
+        "import os\n"
+        "from server import native_stderr\n"
+        "native_stderr.route_to_log('INFO')\n"
+        "os.write(2, b'F1128 16:34:17.035967   13228 chttp2_transport.cc:42] assertion failed: x\\n')\n"
+        "os.abort()\n"
+    )
+    # The forwarding process holds stderr open until it has written the line, so this waits for it.
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    [record] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert (record["logger"], record["level"], record["message"]) == ("grpc.core", "CRITICAL", "assertion failed: x")

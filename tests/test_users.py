@@ -455,3 +455,16 @@ async def test_a_login_upgrades_a_hash_made_with_weaker_parameters(database_url,
     finally:
         await conn.close()
     assert ",t=2," in stored
+
+
+async def test_a_login_leaves_a_hash_stronger_than_configured_alone(database_url, start_app):
+    """During a rollout replicas may differ in PASSWORD_HASH_*: the weaker one must not rewrite hashes back."""
+    strong = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST="2"))
+    weak = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST="1"))
+    email = unique_email("norehash")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{strong.port}") as strong_channel, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{weak.port}") as weak_channel:
+        created = await create(user_service_pb2_grpc.UserServiceStub(strong_channel), email)
+        weaker = user_service_pb2_grpc.UserServiceStub(weak_channel)
+        logged_in = (await weaker.AuthenticateUser(pb.AuthenticateUserRequest(email=email, password=PASSWORD))).user
+    assert logged_in.etag == created.etag

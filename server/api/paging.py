@@ -31,7 +31,7 @@ _FORMAT = 1
 _POSITION = struct.Struct(">Bq16s")  # format, microseconds since the epoch, row id
 _NONCE_BYTES = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_TOKEN_LENGTH = 256  # tokens this service issues are 72 characters; anything far longer is not one
+_MAX_TOKEN_LENGTH = 256  # tokens this service issues are 71 characters; anything far longer is not one
 
 
 def page_size(requested: int) -> int:

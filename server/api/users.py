@@ -123,7 +123,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         if not await self._passwords.verify(credentials.password_hash, request.password):
             raise Unauthenticated(_BAD_CREDENTIALS)
         user = credentials.user
-        if self._passwords.needs_rehash(credentials.password_hash):
+        if self._passwords.is_weaker(credentials.password_hash):
             user = await self._upgrade_hash(credentials, request.password)
         return pb.AuthenticateUserResponse(user=user_message(user))
 

@@ -45,12 +45,16 @@ _RETRY_MAX_SECONDS = 2.0
 # would be checked against an epoch key of its own slot (entry, lease and epoch key sharing a hash tag drawn
 # from a fixed set), and the connect hook would set the epoch keys of the slots its node serves.
 
+# Lua for the run_id of the Redis server running a script (new at every start of its process); the scripts
+# below name it $RUN_ID.
+_RUN_ID = "string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')"
+
 # KEYS[1] epoch key. Run by every new connection before its first command; returns the server's run_id.
 _ADOPT_RUN_ID = """
-local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local run_id = $RUN_ID
 if redis.call('GET', KEYS[1]) ~= run_id then redis.call('SET', KEYS[1], run_id) end
 return run_id
-"""
+""".replace("$RUN_ID", _RUN_ID)
 
 # KEYS[1] value key, KEYS[2] lease key, KEYS[3] epoch key; ARGV[1] new lease token, ARGV[2] lease lifetime in ms.
 # One round trip: a hit returns the value; a miss takes the lease if nobody holds it. A value or lease of an
@@ -59,7 +63,7 @@ return run_id
 _GET_OR_LEASE = """
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then
-  epoch = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  epoch = $RUN_ID
   redis.call('SET', KEYS[3], epoch)
 end
 local tag = epoch .. '|'
@@ -72,7 +76,7 @@ local lease = redis.call('GET', KEYS[2])
 if lease and string.sub(lease, 1, #tag) == tag then return {false, false} end
 redis.call('SET', KEYS[2], tag .. ARGV[1], 'PX', ARGV[2])
 return {false, ARGV[1]}
-"""
+""".replace("$RUN_ID", _RUN_ID)
 
 # KEYS[1] value key, KEYS[2] lease key, KEYS[3] epoch key; ARGV[1] lease token, ARGV[2] value, ARGV[3] ttl in ms.
 # The fill lands only if the lease is still the one this reader took, in this epoch: an invalidation in between
