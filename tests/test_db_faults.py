@@ -80,6 +80,15 @@ def assert_unavailable_with_retry_info(error: grpc.aio.AioRpcError) -> None:
     assert any(detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for detail in details)
 
 
+async def break_idle_connections(proxy: TcpProxy, admin_url: str, database: str) -> int:
+    """Ends the server's sessions so that the FATAL reaches every idle pooled connection but the close does not:
+    the pool still hands them out. Returns how many sessions ended."""
+    proxy.hold_closes = True
+    ended = await end_sessions(admin_url, database)
+    await proxy.wait_held(ended)
+    return ended
+
+
 async def test_a_read_on_pooled_connections_whose_sessions_ended_runs_again_on_a_fresh_one(
     proxy, postgres_admin_url, new_database, start_app
 ):
@@ -88,11 +97,8 @@ async def test_a_read_on_pooled_connections_whose_sessions_ended_runs_again_on_a
         users = user_service_pb2_grpc.UserServiceStub(channel)
         user = await create_user(users)
 
-        # The FATAL reaches every idle pooled connection, the close does not: the pool still hands them out.
-        proxy.hold_closes = True
-        ended = await end_sessions(postgres_admin_url, database)
+        ended = await break_idle_connections(proxy, postgres_admin_url, database)
         assert ended >= 2, "with two broken connections or more, a retry on another idle one would fail too"
-        await proxy.wait_held(ended)
 
         assert (await users.GetUser(pb.GetUserRequest(id=user.id), timeout=10)).user == user
         assert (await users.GetUser(pb.GetUserRequest(id=user.id), timeout=10)).user == user
@@ -105,9 +111,7 @@ async def test_a_write_on_a_pooled_connection_whose_session_ended_is_unavailable
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         users = user_service_pb2_grpc.UserServiceStub(channel)
         user = await create_user(users)
-        proxy.hold_closes = True
-        ended = await end_sessions(postgres_admin_url, database)
-        await proxy.wait_held(ended)
+        await break_idle_connections(proxy, postgres_admin_url, database)
 
         request = pb.UpdateUserRequest(
             user=pb.User(id=user.id, display_name="Grace", etag=user.etag),

@@ -436,35 +436,38 @@ async def test_forged_page_tokens_are_invalid_not_internal(users, payload):
     assert bad_request_fields(await fails(users.ListUsers(pb.ListUsersRequest(page_token=token)))) == {"page_token"}
 
 
-async def test_a_login_upgrades_a_hash_made_with_weaker_parameters(database_url, start_app):
-    weak = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST="1"))
-    strong = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST="2"))
+async def logins_on_another_replica(database_url: str, start_app, *, created_at_cost: str, login_at_cost: str):
+    """Creates a user on a replica hashing at ``created_at_cost`` and logs in twice on one hashing at
+    ``login_at_cost``; returns the created user, both logins' users, the user read after, and the stored hash."""
+    creator = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST=created_at_cost))
+    other = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST=login_at_cost))
     email = unique_email("rehash")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{weak.port}") as weak_channel, \
-            grpc.aio.insecure_channel(f"127.0.0.1:{strong.port}") as strong_channel:
-        created = await create(user_service_pb2_grpc.UserServiceStub(weak_channel), email)
-        stronger = user_service_pb2_grpc.UserServiceStub(strong_channel)
-        logged_in = (await stronger.AuthenticateUser(pb.AuthenticateUserRequest(email=email, password=PASSWORD))).user
-        assert logged_in.id == created.id
-        assert logged_in == (await stronger.GetUser(pb.GetUserRequest(id=created.id))).user, "the etag it returns is current"
-        again = (await stronger.AuthenticateUser(pb.AuthenticateUserRequest(email=email, password=PASSWORD))).user
-        assert again.etag == logged_in.etag, "an up-to-date hash is left alone"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{creator.port}") as creator_channel, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{other.port}") as other_channel:
+        created = await create(user_service_pb2_grpc.UserServiceStub(creator_channel), email)
+        replica = user_service_pb2_grpc.UserServiceStub(other_channel)
+        login = pb.AuthenticateUserRequest(email=email, password=PASSWORD)
+        logins = [(await replica.AuthenticateUser(login)).user for _ in range(2)]
+        read_after = (await replica.GetUser(pb.GetUserRequest(id=created.id))).user
     conn = await asyncpg.connect(database_url)
     try:
         stored = await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", uuid.UUID(created.id))
     finally:
         await conn.close()
+    return created, logins, read_after, stored
+
+
+async def test_a_login_upgrades_a_hash_made_with_weaker_parameters(database_url, start_app):
+    created, (first, second), read_after, stored = await logins_on_another_replica(
+        database_url, start_app, created_at_cost="1", login_at_cost="2")
+    assert first.id == created.id and first.etag != created.etag
+    assert second == first == read_after, "the etag a login returns is current; an up-to-date hash is left alone"
     assert ",t=2," in stored
 
 
 async def test_a_login_leaves_a_hash_stronger_than_configured_alone(database_url, start_app):
     """During a rollout replicas may differ in PASSWORD_HASH_*: the weaker one must not rewrite hashes back."""
-    strong = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST="2"))
-    weak = await start_app(settings_for(database_url, PASSWORD_HASH_TIME_COST="1"))
-    email = unique_email("norehash")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{strong.port}") as strong_channel, \
-            grpc.aio.insecure_channel(f"127.0.0.1:{weak.port}") as weak_channel:
-        created = await create(user_service_pb2_grpc.UserServiceStub(strong_channel), email)
-        weaker = user_service_pb2_grpc.UserServiceStub(weak_channel)
-        logged_in = (await weaker.AuthenticateUser(pb.AuthenticateUserRequest(email=email, password=PASSWORD))).user
-    assert logged_in.etag == created.etag
+    created, logins, read_after, stored = await logins_on_another_replica(
+        database_url, start_app, created_at_cost="2", login_at_cost="1")
+    assert {user.etag for user in [*logins, read_after]} == {created.etag}
+    assert ",t=2," in stored
