@@ -35,7 +35,7 @@ from server.db.database import Database
 from server.db.embedded import start_embedded_postgres
 from server.db.pool import create_pool
 from server.interceptors import RpcPolicy
-from server.messages import user_message
+from server.messages.users import user_message
 from server.metrics import RpcMetrics
 from server.outage import OutageLog
 

@@ -13,7 +13,7 @@ from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 
 from server.api.paging import PageTokens
-from server.domain import PageCursor
+from server.domain.common import PageCursor
 from server.errors import InvalidArgument
 from tests.grpc_errors import bad_request_fields
 from tests.harness import settings_for, unique_email

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from server.domain import PageCursor
+from server.domain.common import PageCursor
 from server.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50

@@ -13,9 +13,11 @@ from dataservice.v1 import user_service_pb2_grpc as pb_grpc
 from server.api import paging
 from server.api.validation import Violations
 from server.cache.users import Users
-from server.domain import CreateRequest, Credentials, PageCursor, User, UserChanges
+from server.domain.common import CreateRequest, PageCursor
+from server.domain.users import Credentials, User, UserChanges
 from server.errors import Conflict, NotFound, RequestIdReused, Unauthenticated, clip
-from server.messages import json_text, struct_to_dict, user_message
+from server.messages.common import json_text, struct_to_dict
+from server.messages.users import user_message
 from server.passwords import Passwords
 
 MAX_PREFERENCES_BYTES = 16 * 1024

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from server.domain import email_key
+from server.domain.users import email_key
 
 FORMAT = "v2"
 PREFIX = f"dataservice:{FORMAT}"

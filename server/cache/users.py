@@ -14,9 +14,10 @@ from dataservice.v1 import user_service_pb2 as user_pb
 from server.cache import keys
 from server.cache.base import Cache
 from server.db.database import Database
-from server.domain import Created, CreateRequest, Credentials, PageCursor, User, UserChanges, email_key
+from server.domain.common import CreateRequest, PageCursor
+from server.domain.users import Created, Credentials, User, UserChanges, email_key
 from server.errors import NotFound
-from server.messages import user_from_message, user_message
+from server.messages.users import user_from_message, user_message
 from server.store import users as store
 
 

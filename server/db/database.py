@@ -8,6 +8,8 @@ more on a fresh connection while the caller's budget lasts.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -101,6 +103,32 @@ class Database:
                             raise
                         lost = exc
                 return await self._after_loss(lost, budget, idempotent, "fetchval", query, args)
+        except TimeoutError:
+            raise _timeout_error(budget) from None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction, for the few writes that need more than one statement (a lock
+        taken before a read, an advisory lock): commits when the block ends, rolls back when it raises.
+
+        The wait for the connection, every statement and the commit share the call's budget. A lost
+        connection fails UNAVAILABLE and is never retried here: the transaction may have committed.
+        Transaction-scoped state only (``SET LOCAL``, ``pg_advisory_xact_lock``): the pool's no-op reset
+        would hand session-level state to the next caller.
+        """
+        budget = asyncio.timeout(self.budget())
+        try:
+            async with budget:
+                async with self._pool.acquire() as conn:
+                    try:
+                        async with conn.transaction():
+                            yield conn
+                    except Exception as exc:
+                        if not _discarded(exc, conn):
+                            raise
+                        lost = exc
+                await self._pool.expire_connections()
+                raise ConnectionLost() from lost
         except TimeoutError:
             raise _timeout_error(budget) from None
 

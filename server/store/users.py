@@ -8,7 +8,8 @@ from uuid import UUID
 import asyncpg
 
 from server.db.database import Database
-from server.domain import Created, CreateRequest, Credentials, PageCursor, User, UserChanges, email_key
+from server.domain.common import CreateRequest, PageCursor
+from server.domain.users import Created, Credentials, User, UserChanges, email_key
 from server.errors import AlreadyExists, Conflict, NotFound, RequestIdReused
 
 _COLUMNS = "id, email, display_name, preferences, created_at, updated_at, version"

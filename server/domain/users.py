@@ -1,4 +1,4 @@
-"""The entities as plain dataclasses, shared by the stores, the cache and the API layer."""
+"""Users as plain dataclasses, shared by the store, the cache and the API layer."""
 
 from __future__ import annotations
 
@@ -46,15 +46,6 @@ class Credentials:
 
 
 @dataclass(frozen=True)
-class CreateRequest:
-    """The identity of a create call for idempotent retries (AIP-155): the caller's request id, and a digest
-    of what the request asked for, so that the id reused with other fields is told apart from a retry."""
-
-    id: UUID
-    fingerprint: bytes
-
-
-@dataclass(frozen=True)
 class Created:
     """The result of a create: the user, and whether an earlier call with the same request id had made it.
 
@@ -65,11 +56,3 @@ class Created:
     user: User
     replayed: bool
     password_hash: str | None = None
-
-
-@dataclass(frozen=True)
-class PageCursor:
-    """Where a keyset page ends: the (created_at, id) of its last row."""
-
-    created_at: datetime
-    id: UUID
