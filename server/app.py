@@ -23,10 +23,12 @@ from prometheus_client import CollectorRegistry
 
 from server.api.health import NOT_SERVING, HealthServicer
 from server.api.paging import PageTokens
+from server.api.sessions import SessionServicer
 from server.api.unimplemented import UnimplementedServicer
 from server.api.users import UserServicer
 from server.cache.base import Cache
 from server.cache.factory import create_cache
+from server.cache.sessions import Sessions
 from server.cache.users import Users
 from server.config import DEVELOPMENT_PAGE_TOKEN_SECRET, Settings
 from server.db import migrate
@@ -39,14 +41,22 @@ from server.metrics import MetricsEndpoint, RpcMetrics
 from server.outage import OutageLog
 from server.passwords import Passwords
 from server.secret import mask_url
+from server.sessions_purge import SessionPurge
 
 log = logging.getLogger(__name__)
 
-_UNSERVED_REASON = "this server version serves UserService only; call it on a server that serves this service"
-_UNSERVED = [session_service_pb2, content_service_pb2, recommendation_service_pb2, embedding_service_pb2]
+_UNSERVED_REASON = (
+    "this server version serves UserService and SessionService only; call it on a server that serves this service"
+)
+_UNSERVED = [content_service_pb2, recommendation_service_pb2, embedding_service_pb2]
 _USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
+_SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]
 _UNSERVED_SERVICES = [service for module in _UNSERVED for service in module.DESCRIPTOR.services_by_name.values()]
-SERVICE_NAMES = [_USER_SERVICE.full_name, *(service.full_name for service in _UNSERVED_SERVICES)]
+SERVICE_NAMES = [
+    _USER_SERVICE.full_name,
+    _SESSION_SERVICE.full_name,
+    *(service.full_name for service in _UNSERVED_SERVICES),
+]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the protos promise 16 MiB for embedding batches
 
 
@@ -74,6 +84,9 @@ class App:
         self._database_outage = OutageLog(logging.getLogger("server.rpc"), "database")
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._monitor_task: asyncio.Task[None] | None = None
+        self._purge_task: asyncio.Task[None] | None = None
+        # The purge of ended sessions, built by start() also when its task is off: run_once() is one pass.
+        self.session_purge: SessionPurge | None = None
         self.health = HealthServicer()
         self._hurry = asyncio.Event()
         self.port = 0
@@ -125,6 +138,11 @@ class App:
         if await monitor.check_once():  # SERVING at once when the database is already there
             await warm_up(self._pool, settings.db_pool_min_size, settings.db_connect_timeout_seconds)
         self._monitor_task = asyncio.create_task(monitor.run(), name="health-monitor")
+        if settings.session_purge_interval_seconds > 0:
+            assert self.session_purge is not None
+            self._purge_task = asyncio.create_task(
+                self.session_purge.run(settings.session_purge_interval_seconds), name="session-purge"
+            )
         if settings.metrics_port is not None:
             try:
                 self._metrics_endpoint = MetricsEndpoint(self.metrics_registry, settings.metrics_port)
@@ -149,6 +167,8 @@ class App:
         assert self._pool is not None and self._cache is not None
         db = Database(self._pool, settings.db_command_timeout_seconds)
         users = Users(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
+        sessions = Sessions(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
+        self.session_purge = SessionPurge(db, batch_size=settings.session_purge_batch_size, outage=self._database_outage)
         passwords = await asyncio.to_thread(  # hashes its decoy password: CPU work, off the loop
             Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
         )
@@ -167,6 +187,7 @@ class App:
         )
         page_tokens = PageTokens(settings.page_token_secret.reveal().encode())
         policy.register(server, UserServicer(users, passwords, page_tokens), _USER_SERVICE)
+        policy.register(server, SessionServicer(sessions, page_tokens), _SESSION_SERVICE)
         for service in _UNSERVED_SERVICES:
             policy.register(server, UnimplementedServicer(service, _UNSERVED_REASON), service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -204,8 +225,9 @@ class App:
         if drain > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), drain)
-        if self._monitor_task is not None:
-            await _cancel(self._monitor_task)
+        for task in (self._monitor_task, self._purge_task):
+            if task is not None:
+                await _cancel(task)
         self.health.end_watches()
         if self._server is not None:
             assert self._policy is not None
@@ -226,11 +248,11 @@ class App:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancels ``task`` and waits for its end. Cancels again while it runs on: on Python 3.11,
+    """Cancels the background ``task`` and waits for its end. Cancels again while it runs on: on Python 3.11,
     ``asyncio.wait_for`` swallows a cancellation that arrives just as the awaited work completes, and the
     health monitor, which loops on ``wait_for``, would then never end (nor would the shutdown waiting for it)."""
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=1.0)
     if not task.cancelled() and task.exception() is not None:  # a bug in it must not keep the server from stopping
-        log.error("health monitor had failed", exc_info=task.exception())
+        log.error("background task had failed", extra={"task": task.get_name()}, exc_info=task.exception())

@@ -78,6 +78,10 @@ class Settings:
     """Key material of the page tokens; replicas that share it continue each other's listings."""
     password_hash_time_cost: int = 3
     password_hash_memory_kib: int = 65536
+    session_purge_interval_seconds: float = 300.0
+    """How often ended sessions are purged; 0 turns the purge off on this replica."""
+    session_purge_batch_size: int = 1000
+    """Most sessions one purge transaction deletes."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -122,6 +126,12 @@ class Settings:
             password_hash_time_cost=read.get("PASSWORD_HASH_TIME_COST", _positive(int), cls.password_hash_time_cost),
             password_hash_memory_kib=read.get(
                 "PASSWORD_HASH_MEMORY_KIB", _at_least(8, int), cls.password_hash_memory_kib
+            ),
+            session_purge_interval_seconds=read.get(
+                "SESSION_PURGE_INTERVAL_SECONDS", _non_negative(float), cls.session_purge_interval_seconds
+            ),
+            session_purge_batch_size=read.get(
+                "SESSION_PURGE_BATCH_SIZE", _positive(int), cls.session_purge_batch_size
             ),
         )
         if settings.db_pool_min_size > settings.db_pool_max_size:
@@ -272,7 +282,7 @@ def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
 def _non_negative(kind: Callable[[str], T]) -> Callable[[str], T]:
     def convert(value: str) -> T:
         number = kind(value)
-        if number < 0:  # type: ignore[operator]
+        if not number >= 0:  # type: ignore[operator]  # so written, NaN is refused too
             raise ValueError("expected a number of zero or more")
         return number
 

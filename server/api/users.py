@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import grpc
@@ -13,7 +11,7 @@ from dataservice.v1 import user_service_pb2_grpc as pb_grpc
 from server.api import paging
 from server.api.validation import Violations
 from server.cache.users import Users
-from server.domain.common import CreateRequest, PageCursor
+from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.users import Credentials, User, UserChanges
 from server.errors import Conflict, NotFound, RequestIdReused, Unauthenticated, clip
 from server.messages.common import json_text, struct_to_dict
@@ -171,8 +169,7 @@ def _update_etag(check: Violations, request: pb.UpdateUserRequest) -> int | None
 def _fingerprint(email: str, display_name: str, preferences: dict[str, Any]) -> bytes:
     """What a CreateUser request asks for, as a digest that a retry reproduces exactly. The password is left
     out (an unsalted digest of it must never be stored); a replay checks it against the stored hash instead."""
-    canonical = json.dumps([email, display_name, preferences], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).digest()
+    return request_fingerprint(email, display_name, preferences)
 
 
 def _password(check: Violations, field: str, value: str) -> None:

@@ -2,6 +2,8 @@
 
     dataservice:v2:user:<uuid>                 serialized dataservice.v1.User
     dataservice:v2:user-email:<email_key>      the user's id (ASCII), checked against the user on read
+    dataservice:v2:session:<token hash hex>    serialized dataservice.v1.Session of the live session whose
+                                               token has this SHA-256 (the token itself is never a key)
     <key>:lease                                the lease token of a reader filling <key>
     dataservice:v2:epoch                       Redis only: the run_id of the Redis server the entries are valid on
 
@@ -27,3 +29,8 @@ def user(user_id: UUID) -> str:
 
 def user_email(email: str) -> str:
     return f"{PREFIX}:user-email:{email_key(email)}"
+
+
+def session(token_hash: bytes) -> str:
+    """The key of a session, by the SHA-256 of its token (server.domain.sessions.token_hash)."""
+    return f"{PREFIX}:session:{token_hash.hex()}"

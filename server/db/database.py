@@ -123,6 +123,7 @@ class Database:
                     try:
                         async with conn.transaction():
                             yield conn
+                        return  # committed
                     except Exception as exc:
                         if not _discarded(exc, conn):
                             raise

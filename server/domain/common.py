@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 
@@ -14,6 +17,14 @@ class CreateRequest:
 
     id: UUID
     fingerprint: bytes
+
+
+def request_fingerprint(*fields: Any) -> bytes:
+    """The digest of what a create request asked for (its JSON-representable ``fields``, in order) that a retry
+    reproduces exactly: canonical JSON (sorted keys, no spaces) under SHA-256. Stored beside the row, so its
+    form never changes; leave out anything that must not be stored unsalted (passwords, tokens)."""
+    canonical = json.dumps(list(fields), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,9 @@ class SessionServiceServicer:
         """Creates a session for a user and returns it with its token. NOT_FOUND
         when the user does not exist. A retry with the same request_id returns
         the same session with a newly issued token; tokens issued to it before
-        stop working.
+        stop working. A retry after that session was deleted or has expired is
+        ABORTED (ErrorInfo reason SESSION_ENDED) and never revives it: log in
+        again with a new request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,7 +106,8 @@ class SessionServiceServicer:
     def GetSession(self, request, context):
         """Checks a token and returns its live session, whose user_id says who the
         holder is. Records last_seen_time but does not extend expire_time.
-        UNAUTHENTICATED when the token is unknown, revoked or expired.
+        UNAUTHENTICATED when the token is unknown, revoked or expired, and also
+        when it is empty or malformed, with one message for all of these.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,7 +124,8 @@ class SessionServiceServicer:
 
     def DeleteSession(self, request, context):
         """Revokes one session, named either by its token ("log out") or by its id
-        ("log out that device"). NOT_FOUND when no live session matches.
+        ("log out that device"). NOT_FOUND when no live session matches;
+        INVALID_ARGUMENT naming `session` when neither token nor id is set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,12 +48,15 @@ class SessionServiceStub:
     """Creates a session for a user and returns it with its token. NOT_FOUND
     when the user does not exist. A retry with the same request_id returns
     the same session with a newly issued token; tokens issued to it before
-    stop working.
+    stop working. A retry after that session was deleted or has expired is
+    ABORTED (ErrorInfo reason SESSION_ENDED) and never revives it: log in
+    again with a new request_id.
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.GetSessionRequest, _session_service_pb2.GetSessionResponse]
     """Checks a token and returns its live session, whose user_id says who the
     holder is. Records last_seen_time but does not extend expire_time.
-    UNAUTHENTICATED when the token is unknown, revoked or expired.
+    UNAUTHENTICATED when the token is unknown, revoked or expired, and also
+    when it is empty or malformed, with one message for all of these.
     """
     RefreshSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.RefreshSessionRequest, _session_service_pb2.RefreshSessionResponse]
     """Checks a token like GetSession and extends the session's expire_time to
@@ -62,7 +65,8 @@ class SessionServiceStub:
     """
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.DeleteSessionRequest, _session_service_pb2.DeleteSessionResponse]
     """Revokes one session, named either by its token ("log out") or by its id
-    ("log out that device"). NOT_FOUND when no live session matches.
+    ("log out that device"). NOT_FOUND when no live session matches;
+    INVALID_ARGUMENT naming `session` when neither token nor id is set.
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]
     """Lists a user's live sessions, newest first, one page at a time."""
@@ -91,12 +95,15 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Creates a session for a user and returns it with its token. NOT_FOUND
     when the user does not exist. A retry with the same request_id returns
     the same session with a newly issued token; tokens issued to it before
-    stop working.
+    stop working. A retry after that session was deleted or has expired is
+    ABORTED (ErrorInfo reason SESSION_ENDED) and never revives it: log in
+    again with a new request_id.
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.GetSessionRequest, _session_service_pb2.GetSessionResponse]  # type: ignore[assignment]
     """Checks a token and returns its live session, whose user_id says who the
     holder is. Records last_seen_time but does not extend expire_time.
-    UNAUTHENTICATED when the token is unknown, revoked or expired.
+    UNAUTHENTICATED when the token is unknown, revoked or expired, and also
+    when it is empty or malformed, with one message for all of these.
     """
     RefreshSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.RefreshSessionRequest, _session_service_pb2.RefreshSessionResponse]  # type: ignore[assignment]
     """Checks a token like GetSession and extends the session's expire_time to
@@ -105,7 +112,8 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """
     DeleteSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.DeleteSessionRequest, _session_service_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Revokes one session, named either by its token ("log out") or by its id
-    ("log out that device"). NOT_FOUND when no live session matches.
+    ("log out that device"). NOT_FOUND when no live session matches;
+    INVALID_ARGUMENT naming `session` when neither token nor id is set.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists a user's live sessions, newest first, one page at a time."""
@@ -137,7 +145,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a session for a user and returns it with its token. NOT_FOUND
         when the user does not exist. A retry with the same request_id returns
         the same session with a newly issued token; tokens issued to it before
-        stop working.
+        stop working. A retry after that session was deleted or has expired is
+        ABORTED (ErrorInfo reason SESSION_ENDED) and never revives it: log in
+        again with a new request_id.
         """
 
     @_abc_1.abstractmethod
@@ -148,7 +158,8 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_service_pb2.GetSessionResponse, _abc.Awaitable[_session_service_pb2.GetSessionResponse]]:
         """Checks a token and returns its live session, whose user_id says who the
         holder is. Records last_seen_time but does not extend expire_time.
-        UNAUTHENTICATED when the token is unknown, revoked or expired.
+        UNAUTHENTICATED when the token is unknown, revoked or expired, and also
+        when it is empty or malformed, with one message for all of these.
         """
 
     @_abc_1.abstractmethod
@@ -169,7 +180,8 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.DeleteSessionResponse, _abc.Awaitable[_session_service_pb2.DeleteSessionResponse]]:
         """Revokes one session, named either by its token ("log out") or by its id
-        ("log out that device"). NOT_FOUND when no live session matches.
+        ("log out that device"). NOT_FOUND when no live session matches;
+        INVALID_ARGUMENT naming `session` when neither token nor id is set.
         """
 
     @_abc_1.abstractmethod
