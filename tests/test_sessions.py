@@ -678,6 +678,26 @@ async def test_deleting_a_user_deletes_their_sessions(sessions, users, user_id, 
     await refused(sessions.GetSession(pb.GetSessionRequest(token=created.token)))
 
 
+async def test_a_cached_session_of_a_deleted_user_is_refused_at_once(sessions, users, user_id, cache):
+    """The foreign key deletes the sessions in PostgreSQL; their cached entries must go with them."""
+    created = await login(sessions, user_id)
+    await sessions.GetSession(pb.GetSessionRequest(token=created.token))
+    await sessions.GetSession(pb.GetSessionRequest(token=created.token))
+    token_hash = hashlib.sha256(created.token.encode()).digest()
+    assert await cache.exists(f"dataservice:v2:session:{token_hash.hex()}"), "the session is cached"
+    await users.DeleteUser(users_pb.DeleteUserRequest(id=user_id))
+    await refused(sessions.GetSession(pb.GetSessionRequest(token=created.token)))
+
+
+async def test_a_user_delete_with_a_stale_etag_keeps_the_user_and_their_sessions(sessions, users, user_id):
+    created = await login(sessions, user_id)
+    user = (await users.GetUser(users_pb.GetUserRequest(id=user_id))).user
+    error = await fails(users.DeleteUser(users_pb.DeleteUserRequest(id=user_id, etag=str(int(user.etag) + 1))))
+    assert error.code() is grpc.StatusCode.ABORTED
+    session = (await sessions.GetSession(pb.GetSessionRequest(token=created.token))).session
+    assert session.id == created.session.id
+
+
 # --- The purge of ended sessions ------------------------------------------------------------------------------
 
 

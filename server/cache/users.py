@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +11,7 @@ from uuid import UUID
 from dataservice.v1 import user_service_pb2 as user_pb
 
 from server.cache import keys
-from server.cache.base import Cache
+from server.cache.base import Cache, jittered
 from server.db.database import Database
 from server.domain.common import CreateRequest, PageCursor
 from server.domain.users import Created, Credentials, User, UserChanges, email_key
@@ -29,10 +28,6 @@ class Users:
         self._cache = cache
         self._ttl = ttl_seconds
 
-    def _jittered_ttl(self) -> float:
-        # Entries filled together must not all expire together and send their readers to the database at once.
-        return self._ttl * random.uniform(0.8, 1.0)
-
     async def get(self, user_id: UUID) -> User:
         key = keys.user(user_id)
         cached = await self._cache.get_or_lease(key)
@@ -40,7 +35,7 @@ class Users:
             return user_from_message(user_pb.User.FromString(cached.value))
         user = await store.get_user(self._db, user_id)
         if cached.lease is not None:
-            await self._cache.fill(key, cached.lease, user_message(user).SerializeToString(), self._jittered_ttl())
+            await self._cache.fill(key, cached.lease, user_message(user).SerializeToString(), jittered(self._ttl))
         return user
 
     async def get_by_email(self, email: str) -> User:
@@ -58,7 +53,7 @@ class Users:
             cached = await self._cache.get_or_lease(key)
         user = await store.get_user_by_email(self._db, email)
         if cached.lease is not None:
-            await self._cache.fill(key, cached.lease, str(user.id).encode(), self._jittered_ttl())
+            await self._cache.fill(key, cached.lease, str(user.id).encode(), jittered(self._ttl))
         return user
 
     async def list(self, *, after: PageCursor | None, limit: int) -> list[User]:
@@ -98,14 +93,17 @@ class Users:
             return await store.set_password_hash(self._db, user_id, new_hash=new_hash, old_hash=old_hash)
 
     async def delete(self, user_id: UUID, *, expected_version: int | None) -> None:
-        async with self._invalidating(keys.user(user_id)):
-            await store.delete_user(self._db, user_id, expected_version=expected_version)
+        async with self._invalidating(keys.user(user_id)) as stale:
+            deleted = await store.delete_user(self._db, user_id, expected_version=expected_version)
+            stale.extend(keys.session(token_hash) for token_hash in deleted.session_token_hashes)
 
     @asynccontextmanager
-    async def _invalidating(self, *cache_keys: str) -> AsyncIterator[None]:
-        """Invalidates after the write, also when it failed or was cancelled: it may have committed anyway
-        (a cancelled statement can still commit on the server), and a needless invalidation costs one miss."""
+    async def _invalidating(self, *cache_keys: str) -> AsyncIterator[list[str]]:
+        """Invalidates ``cache_keys``, and the keys the block adds to the list it is given, after the block —
+        also when it failed or was cancelled: the write may have committed anyway (a cancelled statement can
+        still commit on the server), and a needless invalidation costs one miss."""
+        stale = list(cache_keys)
         try:
-            yield
+            yield stale
         finally:
-            await asyncio.shield(self._cache.invalidate(*cache_keys))
+            await asyncio.shield(self._cache.invalidate(*stale))

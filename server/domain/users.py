@@ -56,3 +56,10 @@ class Created:
     user: User
     replayed: bool
     password_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class DeletedUser:
+    """What a user's deletion took with it through the foreign keys, for the cache to invalidate."""
+
+    session_token_hashes: list[bytes]

@@ -9,8 +9,9 @@ import asyncpg
 
 from server.db.database import Database
 from server.domain.common import CreateRequest, PageCursor
-from server.domain.users import Created, Credentials, User, UserChanges, email_key
+from server.domain.users import Created, Credentials, DeletedUser, User, UserChanges, email_key
 from server.errors import AlreadyExists, Conflict, NotFound, RequestIdReused
+from server.store import sessions as sessions_store
 
 _COLUMNS = "id, email, display_name, preferences, created_at, updated_at, version"
 _EMAIL_TAKEN = "a user with this email already exists"
@@ -181,15 +182,22 @@ async def set_password_hash(db: Database, user_id: UUID, *, new_hash: str, old_h
     return _user(row)
 
 
-async def delete_user(db: Database, user_id: UUID, *, expected_version: int | None) -> None:
-    """Deletes the user; the foreign keys of dependent tables cascade (sessions, content, ...)."""
-    row = await db.fetchrow(
-        "DELETE FROM users WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) RETURNING id",
-        user_id,
-        expected_version,
-    )
-    if row is None:
-        await _raise_missing_or_stale(db, user_id)
+async def delete_user(db: Database, user_id: UUID, *, expected_version: int | None) -> DeletedUser:
+    """Deletes the user; the foreign keys of dependent tables cascade (sessions, content, ...). Says which of
+    those rows went, so that their cache entries can be invalidated.
+
+    The user's row is locked first: from then on no session or content can be added for the user (the
+    foreign-key check of an insert waits for the lock, then fails), so the list read next is complete.
+    """
+    async with db.transaction() as conn:
+        version = await conn.fetchval("SELECT version FROM users WHERE id = $1 FOR UPDATE", user_id)
+        if version is None:
+            raise NotFound("User", str(user_id))
+        if expected_version is not None and version != expected_version:
+            raise _stale()
+        deleted = DeletedUser(session_token_hashes=await sessions_store.token_hashes_of_user(conn, user_id))
+        await conn.execute("DELETE FROM users WHERE id = $1", user_id)
+    return deleted
 
 
 async def _raise_missing_or_stale(db: Database, user_id: UUID) -> None:
@@ -197,4 +205,8 @@ async def _raise_missing_or_stale(db: Database, user_id: UUID) -> None:
     exists = await db.fetchval("SELECT true FROM users WHERE id = $1", user_id, idempotent=True)
     if not exists:
         raise NotFound("User", str(user_id))
-    raise Conflict("the user was modified since the etag was read; read it again and retry")
+    raise _stale()
+
+
+def _stale() -> Conflict:
+    return Conflict("the user was modified since the etag was read; read it again and retry")
