@@ -21,12 +21,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from server.api.content import ContentServicer
 from server.api.health import NOT_SERVING, HealthServicer
 from server.api.paging import PageTokens
 from server.api.sessions import SessionServicer
 from server.api.unimplemented import UnimplementedServicer
 from server.api.users import UserServicer
 from server.cache.base import Cache
+from server.cache.content import Contents
 from server.cache.factory import create_cache
 from server.cache.sessions import Sessions
 from server.cache.users import Users
@@ -46,15 +48,18 @@ from server.sessions_purge import SessionPurge
 log = logging.getLogger(__name__)
 
 _UNSERVED_REASON = (
-    "this server version serves UserService and SessionService only; call it on a server that serves this service"
+    "this server version serves UserService, SessionService and ContentService only; "
+    "call it on a server that serves this service"
 )
-_UNSERVED = [content_service_pb2, recommendation_service_pb2, embedding_service_pb2]
+_UNSERVED = [recommendation_service_pb2, embedding_service_pb2]
 _USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 _SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]
+_CONTENT_SERVICE = content_service_pb2.DESCRIPTOR.services_by_name["ContentService"]
 _UNSERVED_SERVICES = [service for module in _UNSERVED for service in module.DESCRIPTOR.services_by_name.values()]
 SERVICE_NAMES = [
     _USER_SERVICE.full_name,
     _SESSION_SERVICE.full_name,
+    _CONTENT_SERVICE.full_name,
     *(service.full_name for service in _UNSERVED_SERVICES),
 ]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the protos promise 16 MiB for embedding batches
@@ -168,6 +173,7 @@ class App:
         db = Database(self._pool, settings.db_command_timeout_seconds)
         users = Users(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
         sessions = Sessions(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
+        contents = Contents(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
         self.session_purge = SessionPurge(db, batch_size=settings.session_purge_batch_size, outage=self._database_outage)
         passwords = await asyncio.to_thread(  # hashes its decoy password: CPU work, off the loop
             Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
@@ -188,6 +194,7 @@ class App:
         page_tokens = PageTokens(settings.page_token_secret.reveal().encode())
         policy.register(server, UserServicer(users, passwords, page_tokens), _USER_SERVICE)
         policy.register(server, SessionServicer(sessions, page_tokens), _SESSION_SERVICE)
+        policy.register(server, ContentServicer(contents, page_tokens), _CONTENT_SERVICE)
         for service in _UNSERVED_SERVICES:
             policy.register(server, UnimplementedServicer(service, _UNSERVED_REASON), service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -6,6 +6,7 @@
      ├── NotFound             NOT_FOUND          google.rpc.ResourceInfo
      ├── AlreadyExists        ALREADY_EXISTS     google.rpc.ResourceInfo
      ├── Conflict             ABORTED            (stale etag, concurrent change)
+     ├── FailedPrecondition   FAILED_PRECONDITION (the resource's state does not allow the change)
      ├── Unauthenticated      UNAUTHENTICATED
      ├── Unimplemented        UNIMPLEMENTED
      └── Unavailable          UNAVAILABLE        google.rpc.RetryInfo (a dependency is down; retry)
@@ -128,6 +129,12 @@ class Conflict(DomainError):
     reason = "CONCURRENT_MODIFICATION"
 
 
+class FailedPrecondition(DomainError):
+    """The request is well formed, but the resource's current state does not allow it; retrying won't help."""
+
+    reason = "FAILED_PRECONDITION"
+
+
 class Unauthenticated(DomainError):
     reason = "INVALID_CREDENTIALS"
 
@@ -169,6 +176,7 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Conflict: grpc.StatusCode.ABORTED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,

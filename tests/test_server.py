@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import grpc
 import pytest
-from dataservice.v1 import content_service_pb2, content_service_pb2_grpc, user_service_pb2 as pb
+from dataservice.v1 import embedding_service_pb2, embedding_service_pb2_grpc, user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -68,11 +68,11 @@ async def test_grpcurl_updates_a_user_with_the_readmes_field_mask_form_and_etag(
 
 
 async def test_declared_services_not_served_answer_unimplemented_with_a_clear_message(channel):
-    contents = content_service_pb2_grpc.ContentServiceStub(channel)
+    embeddings = embedding_service_pb2_grpc.EmbeddingServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await contents.GetContent(content_service_pb2.GetContentRequest(id="x"))
+        await embeddings.GetCollection(embedding_service_pb2.GetCollectionRequest(name="x"))
     assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "dataservice.v1.ContentService.GetContent" in raised.value.details()
+    assert "dataservice.v1.EmbeddingService.GetCollection" in raised.value.details()
 
 
 async def test_bytes_that_are_not_a_request_message_are_invalid_not_internal(channel):

@@ -15,6 +15,7 @@ import binascii
 import os
 import struct
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -23,12 +24,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.domain.common import PageCursor
+from server.domain.content import RankCursor
 from server.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _FORMAT = 1
 _POSITION = struct.Struct(">Bq16s")  # format, microseconds since the epoch, row id
+_RANKED_FORMAT = 2
+_RANKED_POSITION = struct.Struct(">Bf16s")  # format, rank (float4, as PostgreSQL ranks: exact), row id
 _NONCE_BYTES = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TOKEN_LENGTH = 256  # tokens this service issues are 71 characters; anything far longer is not one
@@ -52,14 +56,32 @@ class PageTokens:
         """A token for the page after ``cursor`` of ``method`` called with ``parameters`` (filter, order…)."""
         delta = cursor.created_at - _EPOCH
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, _POSITION.pack(_FORMAT, micros, cursor.id.bytes), _bound(method, parameters))
-        return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+        return self._seal(method, parameters, _POSITION.pack(_FORMAT, micros, cursor.id.bytes))
+
+    def encode_ranked(self, method: str, parameters: bytes, cursor: RankCursor) -> str:
+        """A token for the page after ``cursor`` of a ranked listing (a search)."""
+        return self._seal(method, parameters, _RANKED_POSITION.pack(_RANKED_FORMAT, cursor.rank, cursor.id.bytes))
 
     def decode(self, method: str, parameters: bytes, token: str) -> PageCursor | None:
         """The cursor in ``token``; None for the first page (empty token)."""
         if not token:
             return None
+        _, micros, row_id = self._open(method, parameters, token, _POSITION, _FORMAT)
+        return PageCursor(created_at=_EPOCH + timedelta(microseconds=micros), id=UUID(bytes=row_id))
+
+    def decode_ranked(self, method: str, parameters: bytes, token: str) -> RankCursor | None:
+        """The cursor in a token of ``encode_ranked``; None for the first page (empty token)."""
+        if not token:
+            return None
+        _, rank, row_id = self._open(method, parameters, token, _RANKED_POSITION, _RANKED_FORMAT)
+        return RankCursor(rank=rank, id=UUID(bytes=row_id))
+
+    def _seal(self, method: str, parameters: bytes, position: bytes) -> str:
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, position, _bound(method, parameters))
+        return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+    def _open(self, method: str, parameters: bytes, token: str, layout: struct.Struct, version: int) -> tuple[Any, ...]:
         invalid = InvalidArgument.of(
             "page_token", "is not a page token that this method issued for these request parameters"
         )
@@ -69,13 +91,14 @@ class PageTokens:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:
                 raise ValueError("not the one spelling of these bytes")  # e.g. changed unused trailing bits
-            position = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _bound(method, parameters))
-            version, micros, row_id = _POSITION.unpack(position)
+            position = layout.unpack(
+                self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _bound(method, parameters))
+            )
         except (binascii.Error, ValueError, InvalidTag, struct.error):
             raise invalid from None
-        if version != _FORMAT:
+        if position[0] != version:
             raise invalid
-        return PageCursor(created_at=_EPOCH + timedelta(microseconds=micros), id=UUID(bytes=row_id))
+        return position
 
 
 def _bound(method: str, parameters: bytes) -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc as pb_grpc
+from google.protobuf import struct_pb2
 
 from server.api import paging
 from server.api.validation import Violations
@@ -14,7 +15,6 @@ from server.cache.users import Users
 from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.users import Credentials, User, UserChanges
 from server.errors import Conflict, NotFound, RequestIdReused, Unauthenticated, clip
-from server.messages.common import json_text, struct_to_dict
 from server.messages.users import user_message
 from server.passwords import Passwords
 
@@ -37,7 +37,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         check = Violations()
         email = check.email("user.email", request.user.email)
         display_name = check.text("user.display_name", request.user.display_name, min_length=1, max_length=100)
-        preferences = _preferences(check, "user.preferences", request.user) or {}
+        preferences = check.json_object("user.preferences", _preferences_of(request.user), max_bytes=MAX_PREFERENCES_BYTES) or {}
         _password(check, "password", request.password)
         request_id = check.uuid("request_id", request.request_id, required=False)
         check.raise_if_any()
@@ -93,9 +93,9 @@ class UserServicer(pb_grpc.UserServiceServicer):
                 if "display_name" in paths
                 else None
             ),
-            preferences=(_preferences(check, "user.preferences", request.user) or {}) if "preferences" in paths else None,
+            preferences=(check.json_object("user.preferences", _preferences_of(request.user), max_bytes=MAX_PREFERENCES_BYTES) or {}) if "preferences" in paths else None,
         )
-        expected_version = _update_etag(check, request)
+        expected_version = check.conditional_etag("user.etag", request.user.etag, request.etag)
         check.raise_if_any()
         user = await self._users.update(user_id, changes, expected_version=expected_version)
         return pb.UpdateUserResponse(user=user_message(user))
@@ -156,16 +156,6 @@ class UserServicer(pb_grpc.UserServiceServicer):
         return pb.ChangePasswordResponse()
 
 
-def _update_etag(check: Violations, request: pb.UpdateUserRequest) -> int | None:
-    """The version an update is conditional on: the resource's own etag (AIP-154), or the request-level one
-    that earlier clients send; both may be set only when they agree."""
-    on_resource = check.etag("user.etag", request.user.etag)
-    on_request = check.etag("etag", request.etag)
-    if on_resource is not None and on_request is not None and on_resource != on_request:
-        check.add("etag", "differs from user.etag; send the etag in user.etag only")
-    return on_resource if on_resource is not None else on_request
-
-
 def _fingerprint(email: str, display_name: str, preferences: dict[str, Any]) -> bytes:
     """What a CreateUser request asks for, as a digest that a retry reproduces exactly. The password is left
     out (an unsalted digest of it must never be stored); a replay checks it against the stored hash instead."""
@@ -179,26 +169,5 @@ def _password(check: Violations, field: str, value: str) -> None:
         check.add(field, "must be at most 256 characters")
 
 
-def _preferences(check: Violations, field: str, user: pb.User) -> dict[str, Any] | None:
-    if not user.HasField("preferences"):
-        return None
-    try:
-        preferences = struct_to_dict(user.preferences)
-    except ValueError:  # NaN or infinite numbers have no JSON form
-        check.add(field, "must not contain NaN or infinite numbers")
-        return None
-    if len(json_text(preferences).encode()) > MAX_PREFERENCES_BYTES:
-        check.add(field, f"must be at most {MAX_PREFERENCES_BYTES} bytes as JSON")
-    elif _contains_nul(preferences):
-        check.add(field, "must not contain NUL characters")  # PostgreSQL's jsonb cannot store them
-    return preferences
-
-
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
+def _preferences_of(user: pb.User) -> struct_pb2.Struct | None:
+    return user.preferences if user.HasField("preferences") else None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from uuid import UUID
 
+from google.protobuf import struct_pb2
+
 from server.errors import FieldViolation, InvalidArgument
+from server.messages.common import json_text, struct_to_dict
 
 # The textual UUID form of RFC 9562 (hex digits in either case, hyphens in place), nothing else: ``UUID()``
 # would also take braces, a urn: prefix, no hyphens, surrounding spaces and non-ASCII digits, so that many
@@ -66,3 +70,38 @@ class Violations:
             self.add(field, "is not an etag this service issued")
             return None
         return int(value)
+
+    def conditional_etag(self, resource_field: str, on_resource: str, on_request: str) -> int | None:
+        """The version a write is conditional on: the resource's own etag (AIP-154), or the request-level one
+        that earlier clients send; both may be set only when they agree."""
+        resource_version = self.etag(resource_field, on_resource)
+        request_version = self.etag("etag", on_request)
+        if resource_version is not None and request_version is not None and resource_version != request_version:
+            self.add("etag", f"differs from {resource_field}; send the etag in {resource_field} only")
+        return resource_version if resource_version is not None else request_version
+
+    def json_object(self, field: str, value: struct_pb2.Struct | None, *, max_bytes: int) -> dict[str, Any] | None:
+        """A Struct field as a dict that PostgreSQL's jsonb can store, at most ``max_bytes`` as compact JSON;
+        None when unset or invalid."""
+        if value is None:
+            return None
+        try:
+            result = struct_to_dict(value)
+        except ValueError:  # NaN or infinite numbers have no JSON form
+            self.add(field, "must not contain NaN or infinite numbers")
+            return None
+        if len(json_text(result).encode()) > max_bytes:
+            self.add(field, f"must be at most {max_bytes} bytes as JSON")
+        elif _contains_nul(result):
+            self.add(field, "must not contain NUL characters")  # PostgreSQL's jsonb cannot store them
+        return result
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False

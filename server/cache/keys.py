@@ -4,6 +4,7 @@
     dataservice:v2:user-email:<email_key>      the user's id (ASCII), checked against the user on read
     dataservice:v2:session:<token hash hex>    serialized dataservice.v1.Session of the live session whose
                                                token has this SHA-256 (the token itself is never a key)
+    dataservice:v2:content:<uuid>              serialized dataservice.v1.Content
     <key>:lease                                the lease token of a reader filling <key>
     dataservice:v2:epoch                       Redis only: the run_id of the Redis server the entries are valid on
 
@@ -34,3 +35,7 @@ def user_email(email: str) -> str:
 def session(token_hash: bytes) -> str:
     """The key of a session, by the SHA-256 of its token (server.domain.sessions.token_hash)."""
     return f"{PREFIX}:session:{token_hash.hex()}"
+
+
+def content(content_id: UUID) -> str:
+    return f"{PREFIX}:content:{content_id}"

@@ -96,6 +96,7 @@ class Users:
         async with self._invalidating(keys.user(user_id)) as stale:
             deleted = await store.delete_user(self._db, user_id, expected_version=expected_version)
             stale.extend(keys.session(token_hash) for token_hash in deleted.session_token_hashes)
+            stale.extend(keys.content(content_id) for content_id in deleted.content_ids)
 
     @asynccontextmanager
     async def _invalidating(self, *cache_keys: str) -> AsyncIterator[list[str]]:

@@ -63,3 +63,4 @@ class DeletedUser:
     """What a user's deletion took with it through the foreign keys, for the cache to invalidate."""
 
     session_token_hashes: list[bytes]
+    content_ids: list[UUID]

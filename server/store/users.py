@@ -11,6 +11,7 @@ from server.db.database import Database
 from server.domain.common import CreateRequest, PageCursor
 from server.domain.users import Created, Credentials, DeletedUser, User, UserChanges, email_key
 from server.errors import AlreadyExists, Conflict, NotFound, RequestIdReused
+from server.store import content as content_store
 from server.store import sessions as sessions_store
 
 _COLUMNS = "id, email, display_name, preferences, created_at, updated_at, version"
@@ -195,7 +196,10 @@ async def delete_user(db: Database, user_id: UUID, *, expected_version: int | No
             raise NotFound("User", str(user_id))
         if expected_version is not None and version != expected_version:
             raise _stale()
-        deleted = DeletedUser(session_token_hashes=await sessions_store.token_hashes_of_user(conn, user_id))
+        deleted = DeletedUser(
+            session_token_hashes=await sessions_store.token_hashes_of_user(conn, user_id),
+            content_ids=await content_store.content_ids_of_author(conn, user_id),
+        )
         await conn.execute("DELETE FROM users WHERE id = $1", user_id)
     return deleted
 

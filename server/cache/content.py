@@ -1,0 +1,84 @@
+"""Content as the servicer sees it: point reads through the cache, writes to the store, then invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID
+
+from dataservice.v1 import content_service_pb2 as content_pb
+
+from server.cache import keys
+from server.cache.base import Cache, jittered
+from server.db.database import Database
+from server.domain.common import CreateRequest, PageCursor
+from server.domain.content import (
+    Content,
+    ContentChanges,
+    ContentFilter,
+    ContentOrder,
+    NewContent,
+    RankCursor,
+    SearchHit,
+)
+from server.messages.content import content_message
+from server.store import content as store
+
+
+class Contents:
+    """The one object ContentService calls; whether a read came from the cache is invisible to it.
+
+    Point reads answer the message itself: a cache hit is the cached message, parsed once, with no trip
+    through the dataclass and back.
+    """
+
+    def __init__(self, db: Database, cache: Cache, *, ttl_seconds: float) -> None:
+        self._db = db
+        self._cache = cache
+        self._ttl = ttl_seconds
+
+    async def get(self, content_id: UUID) -> content_pb.Content:
+        key = keys.content(content_id)
+        cached = await self._cache.get_or_lease(key)
+        if cached.value is not None:
+            return content_pb.Content.FromString(cached.value)
+        message = content_message(await store.get_content(self._db, content_id))
+        if cached.lease is not None:
+            await self._cache.fill(key, cached.lease, message.SerializeToString(), jittered(self._ttl))
+        return message
+
+    async def get_many(self, content_ids: list[UUID]) -> dict[UUID, Content]:
+        """The content of each id that has some, in one query."""
+        return await store.get_contents(self._db, content_ids)
+
+    async def list(
+        self, where: ContentFilter, order: ContentOrder, *, after: PageCursor | None, limit: int
+    ) -> list[Content]:
+        return await store.list_contents(self._db, where, order, after=after, limit=limit)
+
+    async def search(
+        self, query: str, where: ContentFilter, *, after: RankCursor | None, limit: int
+    ) -> list[SearchHit]:
+        return await store.search_contents(self._db, query, where, after=after, limit=limit)
+
+    async def create(self, new: NewContent, request: CreateRequest | None) -> Content:
+        # Nothing to invalidate: a new id has no entry (misses are not cached).
+        return await store.create_content(self._db, new, request)
+
+    async def update(self, content_id: UUID, changes: ContentChanges, *, expected_version: int | None) -> Content:
+        async with self._invalidating(keys.content(content_id)):
+            return await store.update_content(self._db, content_id, changes, expected_version=expected_version)
+
+    async def delete(self, content_id: UUID, *, expected_version: int | None) -> None:
+        async with self._invalidating(keys.content(content_id)):
+            await store.delete_content(self._db, content_id, expected_version=expected_version)
+
+    @asynccontextmanager
+    async def _invalidating(self, key: str) -> AsyncIterator[None]:
+        """Invalidates ``key`` after the write, also when it failed or was cancelled: it may have committed
+        anyway (a cancelled statement can still commit on the server), and a needless invalidation costs a miss."""
+        try:
+            yield
+        finally:
+            await asyncio.shield(self._cache.invalidate(key))

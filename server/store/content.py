@@ -1,0 +1,247 @@
+"""SQL for content. Every function takes the Database, returns domain objects and raises domain errors."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from server.db.database import Database
+from server.domain.common import CreateRequest, PageCursor
+from server.domain.content import (
+    Content,
+    ContentChanges,
+    ContentFilter,
+    ContentOrder,
+    ContentStatus,
+    NewContent,
+    RankCursor,
+    SearchHit,
+)
+from server.errors import Conflict, FailedPrecondition, NotFound, RequestIdReused
+
+_COLUMNS = "id, author_id, title, body, tags, metadata, status, created_at, updated_at, published_at, version"
+# ts_headline over the returned page only: it re-parses each body, by far the costliest step of a search.
+_HEADLINE_OPTIONS = "StartSel=<mark>, StopSel=</mark>, MinWords=15, MaxWords=35, MaxFragments=2"
+_NO_UNPUBLISH = "published content cannot return to draft; archive it instead"
+
+
+def _content(row: asyncpg.Record) -> Content:
+    return Content(
+        id=row["id"],
+        author_id=row["author_id"],
+        title=row["title"],
+        body=row["body"],
+        tags=row["tags"],
+        metadata=row["metadata"],
+        status=ContentStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        published_at=row["published_at"],
+        version=row["version"],
+    )
+
+
+async def create_content(db: Database, new: NewContent, request: CreateRequest | None) -> Content:
+    """Inserts content. With a request id already used by the same request, returns what that request created
+    (AIP-155); used by a different request, raises InvalidArgument naming ``request_id``."""
+    try:
+        row = await db.fetchrow(
+            f"""
+            INSERT INTO contents (author_id, title, body, tags, metadata, status, published_at,
+                                  create_request_id, create_request_fingerprint)
+            VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6 = 'published' THEN now() END, $7, $8)
+            ON CONFLICT (create_request_id) DO NOTHING
+            RETURNING {_COLUMNS}
+            """,
+            new.author_id,
+            new.title,
+            new.body,
+            new.tags,
+            new.metadata,
+            new.status.value,
+            request.id if request else None,
+            request.fingerprint if request else None,
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFound("User", str(new.author_id)) from None
+    if row is not None:
+        return _content(row)
+    assert request is not None, "only create_request_id can conflict without raising"
+    row = await db.fetchrow(
+        f"SELECT {_COLUMNS}, create_request_fingerprint FROM contents WHERE create_request_id = $1",
+        request.id,
+        idempotent=True,
+    )
+    if row is None:  # the content it created was deleted since: the retry makes it again
+        return await create_content(db, new, request)
+    if bytes(row["create_request_fingerprint"]) != request.fingerprint:
+        raise RequestIdReused()
+    return _content(row)
+
+
+async def get_content(db: Database, content_id: UUID) -> Content:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM contents WHERE id = $1", content_id, idempotent=True)
+    if row is None:
+        raise NotFound("Content", str(content_id))
+    return _content(row)
+
+
+async def get_contents(db: Database, content_ids: list[UUID]) -> dict[UUID, Content]:
+    """The content of each id that has some, in one query."""
+    rows = await db.fetch(f"SELECT {_COLUMNS} FROM contents WHERE id = ANY($1::uuid[])", content_ids, idempotent=True)
+    return {row["id"]: _content(row) for row in rows}
+
+
+class _Conditions:
+    """A WHERE clause built from fixed SQL fragments, each with its value as a numbered parameter: no text of
+    the request ever becomes SQL."""
+
+    def __init__(self, *args: Any) -> None:
+        self.args: list[Any] = list(args)
+        self._fragments: list[str] = []
+
+    def add(self, fragment: str, *values: Any) -> None:
+        """``fragment`` with ``{}`` placeholders, filled with the parameter numbers of ``values``."""
+        numbers = []
+        for value in values:
+            self.args.append(value)
+            numbers.append(f"${len(self.args)}")
+        self._fragments.append(fragment.format(*numbers))
+
+    def add_filter(self, where: ContentFilter) -> None:
+        if where.author_id is not None:
+            self.add("author_id = {}", where.author_id)
+        if where.tags:
+            self.add("tags @> {}::text[]", where.tags)
+        if where.statuses:
+            self.add("status = ANY({}::text[])", [status.value for status in where.statuses])
+        if where.created_after is not None:
+            self.add("created_at > {}", where.created_after)
+        if where.created_before is not None:
+            self.add("created_at < {}", where.created_before)
+
+    def sql(self) -> str:
+        return " AND ".join(self._fragments) if self._fragments else "true"
+
+    def parameter(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+
+async def list_contents(
+    db: Database, where: ContentFilter, order: ContentOrder, *, after: PageCursor | None, limit: int
+) -> list[Content]:
+    """A page of content in ``order`` strictly after ``after``: keyset paging, stable under inserts and deletes.
+    The order's time column and direction come from the ContentOrder enum, never from the request's text."""
+    conditions = _Conditions()
+    conditions.add_filter(where)
+    direction, beyond = ("DESC", "<") if order.descending else ("ASC", ">")
+    if after is not None:
+        conditions.add(f"({order.column}, id) {beyond} ({{}}, {{}})", after.created_at, after.id)
+    limit_parameter = conditions.parameter(limit)
+    rows = await db.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM contents WHERE {conditions.sql()}
+        ORDER BY {order.column} {direction}, id {direction} LIMIT {limit_parameter}
+        """,
+        *conditions.args,
+        idempotent=True,
+    )
+    return [_content(row) for row in rows]
+
+
+async def search_contents(
+    db: Database, query: str, where: ContentFilter, *, after: RankCursor | None, limit: int
+) -> list[SearchHit]:
+    """Full-text matches of ``query`` (websearch_to_tsquery syntax), best rank first, ties by id descending.
+    A query without searchable words (only stop words) matches nothing."""
+    conditions = _Conditions(query)
+    conditions.add_filter(where)
+    if after is not None:
+        conditions.add("(ts_rank(search, query), id) < ({}::real, {})", after.rank, after.id)
+    limit_parameter = conditions.parameter(limit)
+    rows = await db.fetch(
+        f"""
+        WITH parsed AS (SELECT websearch_to_tsquery('english', $1) AS query),
+        page AS (
+            SELECT {_COLUMNS}, ts_rank(search, query) AS rank, query
+            FROM contents, parsed
+            WHERE search @@ query AND {conditions.sql()}
+            ORDER BY rank DESC, id DESC
+            LIMIT {limit_parameter}
+        )
+        SELECT {_COLUMNS}, rank, ts_headline('english', body, query, '{_HEADLINE_OPTIONS}') AS snippet
+        FROM page ORDER BY rank DESC, id DESC
+        """,
+        *conditions.args,
+        idempotent=True,
+    )
+    return [SearchHit(_content(row), row["rank"], row["snippet"]) for row in rows]
+
+
+async def update_content(
+    db: Database, content_id: UUID, changes: ContentChanges, *, expected_version: int | None
+) -> Content:
+    """Sets the given fields in one statement; publish_time is set by the first publish and kept. With
+    ``expected_version``, only if nobody wrote in between. Published content never returns to draft."""
+    status = changes.status.value if changes.status is not None else None
+    row = await db.fetchrow(
+        f"""
+        UPDATE contents SET
+            title        = coalesce($2, title),
+            body         = coalesce($3, body),
+            tags         = coalesce($4, tags),
+            metadata     = coalesce($5, metadata),
+            status       = coalesce($6, status),
+            published_at = CASE WHEN coalesce($6, status) = 'published' THEN coalesce(published_at, now())
+                                ELSE published_at END
+        WHERE id = $1 AND ($7::bigint IS NULL OR version = $7)
+          AND NOT ($6 IS NOT DISTINCT FROM 'draft' AND published_at IS NOT NULL)
+        RETURNING {_COLUMNS}
+        """,
+        content_id,
+        changes.title,
+        changes.body,
+        changes.tags,
+        changes.metadata,
+        status,
+        expected_version,
+    )
+    if row is None:
+        current = await db.fetchrow(
+            "SELECT version, published_at IS NOT NULL AS published FROM contents WHERE id = $1",
+            content_id,
+            idempotent=True,
+        )
+        if current is None:
+            raise NotFound("Content", str(content_id))
+        if expected_version is not None and current["version"] != expected_version:
+            raise _stale()
+        raise FailedPrecondition(_NO_UNPUBLISH, reason="CONTENT_ALREADY_PUBLISHED")
+    return _content(row)
+
+
+async def delete_content(db: Database, content_id: UUID, *, expected_version: int | None) -> None:
+    row = await db.fetchrow(
+        "DELETE FROM contents WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) RETURNING id",
+        content_id,
+        expected_version,
+    )
+    if row is None:
+        exists = await db.fetchval("SELECT true FROM contents WHERE id = $1", content_id, idempotent=True)
+        if not exists:
+            raise NotFound("Content", str(content_id))
+        raise _stale()
+
+
+async def content_ids_of_author(conn: asyncpg.Connection, author_id: UUID) -> list[UUID]:
+    """The ids of everything the user wrote: for the user store to call inside the transaction that deletes the
+    user (the foreign key deletes the content with it), so that their cache entries can be invalidated."""
+    rows = await conn.fetch("SELECT id FROM contents WHERE author_id = $1", author_id)
+    return [row["id"] for row in rows]
+
+
+def _stale() -> Conflict:
+    return Conflict("the content was modified since the etag was read; read it again and retry")
