@@ -75,7 +75,7 @@ async def _measure(database_url: str | None, calls: int, rounds: int) -> dict[st
     request = pb.GetUserRequest(id=str(user.id))
     context: Any = _CallContext()
     # GetUser checks no password and reads no page token
-    servicer = UserServicer(users, passwords=None, page_tokens=None)  # type: ignore[arg-type]
+    servicer = UserServicer(users, passwords=None, page_tokens=None, login_limiter=None)  # type: ignore[arg-type]
     policy = RpcPolicy(RpcMetrics(CollectorRegistry()), 10.0, OutageLog(logging.getLogger("bench"), "database"))
     wrapped_get_user = policy.wrap("/dataservice.v1.UserService/GetUser", servicer.GetUser)
     query = "SELECT id, email, display_name, preferences, created_at, updated_at, version FROM users WHERE id = $1"

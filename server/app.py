@@ -39,6 +39,7 @@ from server.db.embedded import start_embedded_postgres
 from server.db.pool import create_pool, warm_up
 from server.health import HealthMonitor
 from server.interceptors import RpcPolicy
+from server.login_limit import LoginLimiter, LoginLimits
 from server.metrics import MetricsEndpoint, RpcMetrics
 from server.outage import OutageLog
 from server.passwords import Passwords
@@ -85,6 +86,7 @@ class App:
         self._server: grpc.aio.Server | None = None
         self._pool: asyncpg.Pool | None = None
         self._cache: Cache | None = None
+        self._login_limiter: LoginLimiter | None = None
         self._policy: RpcPolicy | None = None
         self._database_outage = OutageLog(logging.getLogger("server.rpc"), "database")
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -114,6 +116,16 @@ class App:
         migrations = migrate.load_migrations(settings.migrations_dir)
         self._pool = await create_pool(self.dsn, settings)
         self._cache = create_cache(settings)
+        self._login_limiter = LoginLimiter(
+            LoginLimits(
+                per_email=settings.login_failures_per_email,
+                per_ip=settings.login_failures_per_ip,
+                window_seconds=settings.login_failure_window_seconds,
+            ),
+            self.metrics_registry,
+            redis_url=settings.redis_url.reveal() if settings.redis_url is not None else None,
+            timeout_seconds=settings.redis_timeout_seconds,
+        )
         for name in ["", *SERVICE_NAMES]:  # nothing is checked yet
             self.health.set(name, NOT_SERVING)
 
@@ -169,7 +181,7 @@ class App:
     async def _build_server(self) -> grpc.aio.Server:
         """The gRPC server with every service registered: implemented, planned, health and reflection."""
         settings = self.settings
-        assert self._pool is not None and self._cache is not None
+        assert self._pool is not None and self._cache is not None and self._login_limiter is not None
         db = Database(self._pool, settings.db_command_timeout_seconds)
         users = Users(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
         sessions = Sessions(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
@@ -192,7 +204,7 @@ class App:
             ],
         )
         page_tokens = PageTokens(settings.page_token_secret.reveal().encode())
-        policy.register(server, UserServicer(users, passwords, page_tokens), _USER_SERVICE)
+        policy.register(server, UserServicer(users, passwords, page_tokens, self._login_limiter), _USER_SERVICE)
         policy.register(server, SessionServicer(sessions, page_tokens), _SESSION_SERVICE)
         policy.register(server, ContentServicer(contents, page_tokens), _CONTENT_SERVICE)
         for service in _UNSERVED_SERVICES:
@@ -243,6 +255,8 @@ class App:
             await self._server.stop(max(0.0, grace - (time.monotonic() - refusing_since)))
         if self._cache is not None:
             await self._cache.aclose()
+        if self._login_limiter is not None:
+            await self._login_limiter.aclose()
         if self._metrics_endpoint is not None:
             await asyncio.to_thread(self._metrics_endpoint.close)
         if self._pool is not None:

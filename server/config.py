@@ -82,6 +82,12 @@ class Settings:
     """How often ended sessions are purged; 0 turns the purge off on this replica."""
     session_purge_batch_size: int = 1000
     """Most sessions one purge transaction deletes."""
+    login_failures_per_email: int = 5
+    """Failed logins within the window that lock an email out of AuthenticateUser; 0 turns this limit off."""
+    login_failures_per_ip: int = 50
+    """Failed logins within the window that lock a client address out; 0 turns this limit off."""
+    login_failure_window_seconds: float = 900.0
+    """How far back failed logins count."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -132,6 +138,13 @@ class Settings:
             ),
             session_purge_batch_size=read.get(
                 "SESSION_PURGE_BATCH_SIZE", _positive(int), cls.session_purge_batch_size
+            ),
+            login_failures_per_email=read.get(
+                "LOGIN_FAILURES_PER_EMAIL", _non_negative_int, cls.login_failures_per_email
+            ),
+            login_failures_per_ip=read.get("LOGIN_FAILURES_PER_IP", _non_negative_int, cls.login_failures_per_ip),
+            login_failure_window_seconds=read.get(
+                "LOGIN_FAILURE_WINDOW_SECONDS", _positive(float), cls.login_failure_window_seconds
             ),
         )
         if settings.db_pool_min_size > settings.db_pool_max_size:

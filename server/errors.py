@@ -9,6 +9,7 @@
      ├── FailedPrecondition   FAILED_PRECONDITION (the resource's state does not allow the change)
      ├── Unauthenticated      UNAUTHENTICATED
      ├── Unimplemented        UNIMPLEMENTED
+     ├── ResourceExhausted    RESOURCE_EXHAUSTED google.rpc.RetryInfo (when a limit lets the caller in again)
      └── Unavailable          UNAVAILABLE        google.rpc.RetryInfo (a dependency is down; retry)
 
 Stores and services raise these; they never build statuses. ``to_status`` looks an exception up along its
@@ -23,11 +24,12 @@ RESOURCE_EXHAUSTED instead of the status meant for it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import asyncpg
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -145,6 +147,16 @@ class Unimplemented(DomainError):
     reason = "NOT_IMPLEMENTED"
 
 
+class ResourceExhausted(DomainError):
+    """A limit on the caller was reached; ``retry_after_seconds`` says when it lets the caller in again."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after_seconds: float, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class Unavailable(DomainError):
     reason = "BACKEND_UNAVAILABLE"
 
@@ -179,6 +191,7 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     asyncpg.exceptions.QueryCanceledError: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -246,6 +259,10 @@ def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
                 resource_type=f"{ERROR_DOMAIN}.{exc.resource_type}", resource_name=exc.name, description=exc.message
             )
         )
+    elif isinstance(exc, ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(1, math.ceil(exc.retry_after_seconds * 1e9)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     elif code is grpc.StatusCode.UNAVAILABLE:
         details.append(error_details_pb2.RetryInfo(retry_delay={"nanos": _RETRY_DELAY_NANOS}))
     return _status(code.value[0], clip(message, _MAX_MESSAGE_CHARS), details)

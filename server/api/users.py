@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.users import Credentials, User, UserChanges
 from server.errors import Conflict, NotFound, RequestIdReused, Unauthenticated, clip
 from server.messages.users import user_message
+from server.login_limit import LoginLimiter
 from server.passwords import Passwords
 
 MAX_PREFERENCES_BYTES = 16 * 1024
@@ -28,10 +30,13 @@ _BAD_CREDENTIALS = "email or password is incorrect"
 class UserServicer(pb_grpc.UserServiceServicer):
     """Serves dataservice.v1.UserService; reads and writes go through ``Users`` (cache + store)."""
 
-    def __init__(self, users: Users, passwords: Passwords, page_tokens: paging.PageTokens) -> None:
+    def __init__(
+        self, users: Users, passwords: Passwords, page_tokens: paging.PageTokens, login_limiter: LoginLimiter
+    ) -> None:
         self._users = users
         self._passwords = passwords
         self._page_tokens = page_tokens
+        self._login_limiter = login_limiter
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> pb.CreateUserResponse:
         check = Violations()
@@ -115,13 +120,19 @@ class UserServicer(pb_grpc.UserServiceServicer):
         email = check.email("email", request.email)
         if not request.password:
             check.add("password", "required")
+        address = check.ip_address("client_ip", request.client_ip)
         check.raise_if_any()
+        client_ip = _limit_key(address) if address is not None else None
+        await self._login_limiter.check(email, client_ip)
         credentials = await self._users.credentials_by_email(email)
         if credentials is None:
             await self._passwords.verify_absent(request.password)
+            await self._login_limiter.failed(email, client_ip)
             raise Unauthenticated(_BAD_CREDENTIALS)
         if not await self._passwords.verify(credentials.password_hash, request.password):
+            await self._login_limiter.failed(email, client_ip)
             raise Unauthenticated(_BAD_CREDENTIALS)
+        await self._login_limiter.succeeded(email)
         user = credentials.user
         if self._passwords.is_weaker(credentials.password_hash):
             user = await self._upgrade_hash(credentials, request.password)
@@ -171,3 +182,10 @@ def _password(check: Violations, field: str, value: str) -> None:
 
 def _preferences_of(user: pb.User) -> struct_pb2.Struct | None:
     return user.preferences if user.HasField("preferences") else None
+
+
+def _limit_key(address: IPv4Address | IPv6Address) -> str:
+    """One spelling per client for the login limit: an IPv4 address mapped into IPv6 counts as the IPv4 one."""
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 from uuid import UUID
 
@@ -70,6 +71,20 @@ class Violations:
             self.add(field, "is not an etag this service issued")
             return None
         return int(value)
+
+    def ip_address(self, field: str, text: str) -> IPv4Address | IPv6Address | None:
+        """An optional IP address in text form; None when empty or invalid."""
+        if not text:
+            return None
+        try:
+            address = ip_address(text)
+        except ValueError:
+            self.add(field, "must be an IPv4 or IPv6 address in text form, like 192.0.2.1 or 2001:db8::1")
+            return None
+        if isinstance(address, IPv6Address) and address.scope_id is not None:
+            self.add(field, "must not name an IPv6 zone (the %… suffix), which the database cannot store")
+            return None
+        return address
 
     def conditional_etag(self, resource_field: str, on_resource: str, on_request: str) -> int | None:
         """The version a write is conditional on: the resource's own etag (AIP-154), or the request-level one

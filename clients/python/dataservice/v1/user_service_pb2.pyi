@@ -114,12 +114,14 @@ class DeleteUserResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class AuthenticateUserRequest(_message.Message):
-    __slots__ = ("email", "password")
+    __slots__ = ("email", "password", "client_ip")
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IP_FIELD_NUMBER: _ClassVar[int]
     email: str
     password: str
-    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+    client_ip: str
+    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ..., client_ip: _Optional[str] = ...) -> None: ...
 
 class AuthenticateUserResponse(_message.Message):
     __slots__ = ("user",)

@@ -129,7 +129,11 @@ class UserServiceServicer:
 
     def AuthenticateUser(self, request, context):
         """Checks an email and password. UNAUTHENTICATED for a wrong password and
-        for an unknown email alike.
+        for an unknown email alike. Failed logins are limited per email and per
+        client_ip within a sliding window (LOGIN_FAILURES_PER_EMAIL,
+        LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW_SECONDS): past a limit the
+        call is RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo saying when to
+        retry, before the password is checked. A success clears the email's count.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,7 +53,11 @@ class UserServiceStub:
     """Deletes a user and everything the user owns (sessions, content)."""
     AuthenticateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]
     """Checks an email and password. UNAUTHENTICATED for a wrong password and
-    for an unknown email alike.
+    for an unknown email alike. Failed logins are limited per email and per
+    client_ip within a sliding window (LOGIN_FAILURES_PER_EMAIL,
+    LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW_SECONDS): past a limit the
+    call is RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo saying when to
+    retry, before the password is checked. A success clears the email's count.
     """
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ChangePasswordRequest, _user_service_pb2.ChangePasswordResponse]
     """Replaces a user's password; the current password is required."""
@@ -83,7 +87,11 @@ class UserServiceAsyncStub(UserServiceStub):
     """Deletes a user and everything the user owns (sessions, content)."""
     AuthenticateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]  # type: ignore[assignment]
     """Checks an email and password. UNAUTHENTICATED for a wrong password and
-    for an unknown email alike.
+    for an unknown email alike. Failed logins are limited per email and per
+    client_ip within a sliding window (LOGIN_FAILURES_PER_EMAIL,
+    LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW_SECONDS): past a limit the
+    call is RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo saying when to
+    retry, before the password is checked. A success clears the email's count.
     """
     ChangePassword: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ChangePasswordRequest, _user_service_pb2.ChangePasswordResponse]  # type: ignore[assignment]
     """Replaces a user's password; the current password is required."""
@@ -152,7 +160,11 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.AuthenticateUserResponse, _abc.Awaitable[_user_service_pb2.AuthenticateUserResponse]]:
         """Checks an email and password. UNAUTHENTICATED for a wrong password and
-        for an unknown email alike.
+        for an unknown email alike. Failed logins are limited per email and per
+        client_ip within a sliding window (LOGIN_FAILURES_PER_EMAIL,
+        LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW_SECONDS): past a limit the
+        call is RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo saying when to
+        retry, before the password is checked. A success clears the email's count.
         """
 
     @_abc_1.abstractmethod
