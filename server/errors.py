@@ -259,13 +259,21 @@ def to_status(exc: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
                 resource_type=f"{ERROR_DOMAIN}.{exc.resource_type}", resource_name=exc.name, description=exc.message
             )
         )
-    elif isinstance(exc, ResourceExhausted):
+    retry_nanos = _retry_nanos(exc, code)
+    if retry_nanos is not None:
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(max(1, math.ceil(exc.retry_after_seconds * 1e9)))
+        delay.FromNanoseconds(retry_nanos)
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
-    elif code is grpc.StatusCode.UNAVAILABLE:
-        details.append(error_details_pb2.RetryInfo(retry_delay={"nanos": _RETRY_DELAY_NANOS}))
     return _status(code.value[0], clip(message, _MAX_MESSAGE_CHARS), details)
+
+
+def _retry_nanos(exc: BaseException, code: grpc.StatusCode) -> int | None:
+    """When the caller may retry: after the limit's own delay, or shortly for an outage; None for the rest."""
+    if isinstance(exc, ResourceExhausted):
+        return max(1, math.ceil(exc.retry_after_seconds * 1e9))
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return _RETRY_DELAY_NANOS
+    return None
 
 
 def internal_status(error_id: str) -> status_pb2.Status:

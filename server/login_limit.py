@@ -13,6 +13,12 @@ process keeps its own windows and says so: a start line and the gauge
 ``dataservice_login_limit_backend{backend="process"}``, or one outage line and the counter
 ``dataservice_login_limit_fallback_total`` per call decided without Redis. Every failure is also recorded in
 the process, so that losing Redis in the middle of an attack does not reset what this replica saw.
+
+Limits of the design: the check and the record are separate atomic steps with the password check between
+them, so guesses sent in parallel all pass the check before any is recorded — the limit may be overshot by
+the number of guesses in flight at once. A success while Redis is down clears the email's failures in this
+process only; Redis keeps counting them until they leave the window. The key digests are unkeyed, which
+keeps emails out of Redis but not IPv4 addresses from someone who tries all 2^32 of them.
 """
 
 from __future__ import annotations
@@ -165,7 +171,8 @@ class LoginLimiter:
                 self._outage.succeeded()
                 wait = int(wait_ms) / 1000
             except (RedisError, OSError) as exc:
-                self._fell_back("check", exc)
+                self._outage.failed("check", exc)
+                self._fallbacks.inc()
         if wait is None:
             wait = self._process.wait_seconds(keyed)
         if wait > 0:
@@ -185,7 +192,7 @@ class LoginLimiter:
                 await self._record_script(keys=keys, args=[self._window_ms, uuid.uuid4().hex])
                 self._outage.succeeded()
             except (RedisError, OSError) as exc:
-                self._fell_back("record", exc)
+                self._outage.failed("record", exc)
 
     async def succeeded(self, email: str) -> None:
         """Clears the email's failures: its owner proved the password."""
@@ -198,23 +205,19 @@ class LoginLimiter:
                 await self._client.delete(key)
                 self._outage.succeeded()
             except (RedisError, OSError) as exc:
-                self._fell_back("clear", exc)
+                self._outage.failed("clear", exc)
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
 
     def _keyed_limits(self, email: str, client_ip: str | None) -> list[tuple[str, int]]:
-        keyed = []
+        keyed: list[tuple[str, int]] = []
         if self._limits.per_email > 0:
             keyed.append((_key("email", email_key(email)), self._limits.per_email))
         if client_ip and self._limits.per_ip > 0:
             keyed.append((_key("ip", client_ip), self._limits.per_ip))
         return keyed
-
-    def _fell_back(self, operation: str, exc: BaseException) -> None:
-        self._outage.failed(operation, exc)
-        self._fallbacks.inc()
 
 
 def _key(scope: str, value: str) -> str:

@@ -115,6 +115,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         if len(contents) > size:
             contents = contents[:size]
             last = contents[-1]
+            # The cursor holds the time of the column the order walks: updated_at for the update-time orders.
             position = last.created_at if order.column == "created_at" else last.updated_at
             next_token = self._page_tokens.encode(_LIST_CONTENTS, parameters, PageCursor(position, last.id))
         return pb.ListContentsResponse(contents=[content_message(c) for c in contents], next_page_token=next_token)
@@ -166,6 +167,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         if request.hybrid:
             raise Unimplemented("hybrid search is not served; search with hybrid unset for full-text ranking")
         size = min(paging.page_size(request.page_size), MAX_SEARCH_PAGE_SIZE)
+        # Binding the token to hybrid too is implicit: only hybrid=false searches are served and issue tokens.
         parameters = _parameters(request.filter, query.encode())
         after = self._page_tokens.decode_ranked(_SEARCH_CONTENTS, parameters, request.page_token)
         hits = await self._contents.search(query, where, after=after, limit=size + 1)

@@ -35,7 +35,7 @@ _RANKED_FORMAT = 2
 _RANKED_POSITION = struct.Struct(">Bf16s")  # format, rank (float4, as PostgreSQL ranks: exact), row id
 _NONCE_BYTES = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_TOKEN_LENGTH = 256  # tokens this service issues are 71 characters; anything far longer is not one
+_MAX_TOKEN_LENGTH = 256  # tokens this service issues are at most 71 characters; anything far longer is not one
 
 
 def page_size(requested: int) -> int:

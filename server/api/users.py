@@ -16,8 +16,8 @@ from server.cache.users import Users
 from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.users import Credentials, User, UserChanges
 from server.errors import Conflict, NotFound, RequestIdReused, Unauthenticated, clip
-from server.messages.users import user_message
 from server.login_limit import LoginLimiter
+from server.messages.users import user_message
 from server.passwords import Passwords
 
 MAX_PREFERENCES_BYTES = 16 * 1024
