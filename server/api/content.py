@@ -18,7 +18,7 @@ from server.cache.content import Contents
 from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.content import ContentChanges, ContentFilter, ContentOrder, ContentStatus, NewContent, RankCursor
 from server.errors import Unimplemented, clip
-from server.messages.content import STATUS_FROM_MESSAGE, content_message
+from server.messages.content import STATUS_FROM_MESSAGE, content_message, fill_content_message
 
 MAX_TITLE_CHARS = 300
 MAX_BODY_BYTES = 1024 * 1024
@@ -84,16 +84,16 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         check.raise_if_any()
         found = await self._contents.get_many(list(set(ids)))
         response = pb.BatchGetContentsResponse()
-        converted: dict[UUID, pb.Content] = {}
+        written: dict[UUID, pb.Content] = {}
         for content_id, text in zip(ids, request.ids):
             content = found.get(content_id)
             if content is None:
                 response.missing_ids.append(text)
-                continue
-            message = converted.get(content.id)
-            if message is None:
-                message = converted[content.id] = content_message(content)
-            response.contents.append(message)
+            elif content_id in written:
+                response.contents.add().CopyFrom(written[content_id])
+            else:
+                written[content_id] = message = response.contents.add()
+                fill_content_message(message, content)
         return response
 
     async def ListContents(
