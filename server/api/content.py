@@ -59,7 +59,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
             title=check.text("content.title", given.title, min_length=1, max_length=MAX_TITLE_CHARS),
             body=_body(check, "content.body", given.body),
             tags=_tags(check, "content.tags", list(given.tags)),
-            metadata=_metadata(check, given) or {},
+            metadata=_metadata(check, given),
             status=status or ContentStatus.DRAFT,
         )
         request_id = check.uuid("request_id", request.request_id, required=False)
@@ -67,7 +67,9 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         identity = CreateRequest(request_id, _fingerprint(new)) if request_id else None
         return pb.CreateContentResponse(content=content_message(await self._contents.create(new, identity)))
 
-    async def GetContent(self, request: pb.GetContentRequest, context: grpc.aio.ServicerContext) -> pb.GetContentResponse:
+    async def GetContent(
+        self, request: pb.GetContentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetContentResponse:
         check = Violations()
         content_id = check.uuid("id", request.id)
         check.raise_if_any()
@@ -130,7 +132,9 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         if not paths:
             check.add("update_mask", f"required; name the fields to change: {', '.join(sorted(UPDATABLE_FIELDS))}")
         for path in sorted(paths - UPDATABLE_FIELDS):
-            check.add("update_mask", f"{clip(path)!r} is not an updatable field; use {', '.join(sorted(UPDATABLE_FIELDS))}")
+            check.add(
+                "update_mask", f"{clip(path)!r} is not an updatable field; use {', '.join(sorted(UPDATABLE_FIELDS))}"
+            )
         changes = ContentChanges(
             title=(
                 check.text("content.title", given.title, min_length=1, max_length=MAX_TITLE_CHARS)
@@ -139,7 +143,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
             ),
             body=_body(check, "content.body", given.body) if "body" in paths else None,
             tags=_tags(check, "content.tags", list(given.tags)) if "tags" in paths else None,
-            metadata=(_metadata(check, given) or {}) if "metadata" in paths else None,
+            metadata=_metadata(check, given) if "metadata" in paths else None,
             status=_status(check, "content.status", given.status, unset=None) if "status" in paths else None,
         )
         expected_version = check.conditional_etag("content.etag", given.etag, request.etag)
@@ -175,7 +179,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         if len(hits) > size:
             hits = hits[:size]
             last = hits[-1]
-            next_token = self._page_tokens.encode_ranked(_SEARCH_CONTENTS, parameters, RankCursor(last.rank, last.content.id))
+            cursor = RankCursor(last.rank, last.content.id)
+            next_token = self._page_tokens.encode_ranked(_SEARCH_CONTENTS, parameters, cursor)
         return pb.SearchContentsResponse(
             results=[
                 pb.ContentSearchResult(content=content_message(hit.content), rank=hit.rank, snippet=hit.snippet)
@@ -220,9 +225,10 @@ def _tags(check: Violations, field: str, tags: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-def _metadata(check: Violations, content: pb.Content) -> dict[str, Any] | None:
+def _metadata(check: Violations, content: pb.Content) -> dict[str, Any]:
+    """The metadata as a dict, {} when unset; bad metadata is recorded in ``check``."""
     value = content.metadata if content.HasField("metadata") else None
-    return check.json_object("content.metadata", value, max_bytes=MAX_METADATA_BYTES)
+    return check.json_object("content.metadata", value, max_bytes=MAX_METADATA_BYTES) or {}
 
 
 def _time(check: Violations, field: str, holder: pb.ContentFilter, name: str) -> datetime | None:

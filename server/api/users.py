@@ -8,7 +8,6 @@ from typing import Any
 import grpc
 from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc as pb_grpc
-from google.protobuf import struct_pb2
 
 from server.api import paging
 from server.api.validation import Violations
@@ -42,7 +41,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         check = Violations()
         email = check.email("user.email", request.user.email)
         display_name = check.text("user.display_name", request.user.display_name, min_length=1, max_length=100)
-        preferences = check.json_object("user.preferences", _preferences_of(request.user), max_bytes=MAX_PREFERENCES_BYTES) or {}
+        preferences = _preferences(check, request.user)
         _password(check, "password", request.password)
         request_id = check.uuid("request_id", request.request_id, required=False)
         check.raise_if_any()
@@ -98,7 +97,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
                 if "display_name" in paths
                 else None
             ),
-            preferences=(check.json_object("user.preferences", _preferences_of(request.user), max_bytes=MAX_PREFERENCES_BYTES) or {}) if "preferences" in paths else None,
+            preferences=_preferences(check, request.user) if "preferences" in paths else None,
         )
         expected_version = check.conditional_etag("user.etag", request.user.etag, request.etag)
         check.raise_if_any()
@@ -180,8 +179,10 @@ def _password(check: Violations, field: str, value: str) -> None:
         check.add(field, "must be at most 256 characters")
 
 
-def _preferences_of(user: pb.User) -> struct_pb2.Struct | None:
-    return user.preferences if user.HasField("preferences") else None
+def _preferences(check: Violations, user: pb.User) -> dict[str, Any]:
+    """The user's preferences as a dict, {} when unset; bad ones are recorded in ``check``."""
+    value = user.preferences if user.HasField("preferences") else None
+    return check.json_object("user.preferences", value, max_bytes=MAX_PREFERENCES_BYTES) or {}
 
 
 def _limit_key(address: IPv4Address | IPv6Address) -> str:
