@@ -8,7 +8,7 @@ import asyncpg
 import grpc
 import pytest
 import uvloop
-from dataservice.v1 import user_service_pb2_grpc
+from dataservice.v1 import content_service_pb2_grpc, user_service_pb2_grpc
 
 from server.app import App
 from server.config import Settings
@@ -109,3 +109,8 @@ async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture(scope="session")
 def users(channel: grpc.aio.Channel) -> user_service_pb2_grpc.UserServiceStub:
     return user_service_pb2_grpc.UserServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def contents(channel: grpc.aio.Channel) -> content_service_pb2_grpc.ContentServiceStub:
+    return content_service_pb2_grpc.ContentServiceStub(channel)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -10,7 +11,6 @@ import grpc
 from dataservice.v1 import common_pb2
 from dataservice.v1 import content_service_pb2 as pb
 from dataservice.v1 import content_service_pb2_grpc as pb_grpc
-from google.protobuf import timestamp_pb2
 
 from server.api import paging
 from server.api.validation import Violations
@@ -18,7 +18,7 @@ from server.cache.content import Contents
 from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.content import ContentChanges, ContentFilter, ContentOrder, ContentStatus, NewContent, RankCursor
 from server.errors import Unimplemented, clip
-from server.messages.content import STATUS_FROM_MESSAGE, content_message, fill_content_message
+from server.messages.content import STATUS_FROM_MESSAGE, fill_content
 
 MAX_TITLE_CHARS = 300
 MAX_BODY_BYTES = 1024 * 1024
@@ -29,6 +29,7 @@ MAX_BATCH_IDS = 100
 MAX_QUERY_CHARS = 1000
 MAX_SEARCH_PAGE_SIZE = 100
 UPDATABLE_FIELDS = frozenset({"title", "body", "tags", "metadata", "status"})
+_UPDATABLE_NAMES = ", ".join(sorted(UPDATABLE_FIELDS))
 _LIST_CONTENTS = "dataservice.v1.ContentService.ListContents"
 _SEARCH_CONTENTS = "dataservice.v1.ContentService.SearchContents"
 _ORDERS = {
@@ -38,6 +39,8 @@ _ORDERS = {
     pb.CONTENT_ORDER_UPDATE_TIME_DESC: ContentOrder.UPDATE_TIME_DESC,
     pb.CONTENT_ORDER_UPDATE_TIME_ASC: ContentOrder.UPDATE_TIME_ASC,
 }
+_STATUS_NAMES = "CONTENT_STATUS_DRAFT, CONTENT_STATUS_PUBLISHED or CONTENT_STATUS_ARCHIVED"
+_LAST_MOMENT = datetime.max.replace(tzinfo=UTC)  # the latest Timestamp there is; nothing is created after it
 
 
 class ContentServicer(pb_grpc.ContentServiceServicer):
@@ -53,19 +56,18 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         check = Violations()
         given = request.content
         author_id = check.uuid("content.author_id", given.author_id)
+        title = check.text("content.title", given.title, min_length=1, max_length=MAX_TITLE_CHARS, single_line=True)
+        body = _body(check, given.body)
+        tags = _tags(check, "content.tags", given.tags)
+        metadata = _metadata(check, given)
         status = _status(check, "content.status", given.status, unset=ContentStatus.DRAFT)
-        new = NewContent(
-            author_id=author_id,
-            title=check.text("content.title", given.title, min_length=1, max_length=MAX_TITLE_CHARS),
-            body=_body(check, "content.body", given.body),
-            tags=_tags(check, "content.tags", list(given.tags)),
-            metadata=_metadata(check, given),
-            status=status or ContentStatus.DRAFT,
-        )
         request_id = check.uuid("request_id", request.request_id, required=False)
         check.raise_if_any()
-        identity = CreateRequest(request_id, _fingerprint(new)) if request_id else None
-        return pb.CreateContentResponse(content=content_message(await self._contents.create(new, identity)))
+        new = NewContent(author_id=author_id, title=title, body=body, tags=tags, metadata=metadata, status=status)
+        created = await self._contents.create(new, CreateRequest(request_id, _fingerprint(new)) if request_id else None)
+        response = pb.CreateContentResponse()
+        fill_content(response.content, created)
+        return response
 
     async def GetContent(
         self, request: pb.GetContentRequest, context: grpc.aio.ServicerContext
@@ -73,29 +75,26 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         check = Violations()
         content_id = check.uuid("id", request.id)
         check.raise_if_any()
-        return pb.GetContentResponse(content=await self._contents.get(content_id))
+        response = pb.GetContentResponse()
+        # The serialized Content, parsed once, where the response holds it: a cache hit converts nothing else.
+        response.content.MergeFromString(await self._contents.get(content_id))
+        return response
 
     async def BatchGetContents(
         self, request: pb.BatchGetContentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetContentsResponse:
         check = Violations()
-        if len(request.ids) > MAX_BATCH_IDS:
-            check.add("ids", f"must name at most {MAX_BATCH_IDS} ids, not {len(request.ids)}")
-            check.raise_if_any()
-        ids = [check.uuid(f"ids[{index}]", text) for index, text in enumerate(request.ids)]
+        ids = _ids(check, request.ids)
         check.raise_if_any()
-        found = await self._contents.get_many(list(set(ids)))
+        found = await self._contents.get_many(ids)
         response = pb.BatchGetContentsResponse()
-        written: dict[UUID, pb.Content] = {}
+        add_content = response.contents.add
         for content_id, text in zip(ids, request.ids):
             content = found.get(content_id)
             if content is None:
                 response.missing_ids.append(text)
-            elif content_id in written:
-                response.contents.add().CopyFrom(written[content_id])
             else:
-                written[content_id] = message = response.contents.add()
-                fill_content_message(message, content)
+                fill_content(add_content(), content)
         return response
 
     async def ListContents(
@@ -107,20 +106,22 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         if order is None:
             check.add("order", f"{request.order} is not a ContentOrder")
         check.raise_if_any()
-        assert order is not None
         size = paging.page_size(request.page_size)
-        parameters = _parameters(request.filter, request.order.to_bytes(4, "big", signed=True))
+        parameters = _parameters(request)
         after = self._page_tokens.decode(_LIST_CONTENTS, parameters, request.page_token)
         # One row more than the page tells whether another page follows, without a count query.
         contents = await self._contents.list(where, order, after=after, limit=size + 1)
-        next_token = ""
+        response = pb.ListContentsResponse()
         if len(contents) > size:
             contents = contents[:size]
             last = contents[-1]
-            # The cursor holds the time of the column the order walks: updated_at for the update-time orders.
-            position = last.created_at if order.column == "created_at" else last.updated_at
-            next_token = self._page_tokens.encode(_LIST_CONTENTS, parameters, PageCursor(position, last.id))
-        return pb.ListContentsResponse(contents=[content_message(c) for c in contents], next_page_token=next_token)
+            # PageCursor's time is the order's column: updated_at for the update-time orders.
+            time = last.updated_at if order.column == "updated_at" else last.created_at
+            response.next_page_token = self._page_tokens.encode(_LIST_CONTENTS, parameters, PageCursor(time, last.id))
+        add_content = response.contents.add
+        for content in contents:
+            fill_content(add_content(), content)
+        return response
 
     async def UpdateContent(
         self, request: pb.UpdateContentRequest, context: grpc.aio.ServicerContext
@@ -130,26 +131,26 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         content_id = check.uuid("content.id", given.id)
         paths = set(request.update_mask.paths)
         if not paths:
-            check.add("update_mask", f"required; name the fields to change: {', '.join(sorted(UPDATABLE_FIELDS))}")
+            check.add("update_mask", f"required; name the fields to change: {_UPDATABLE_NAMES}")
         for path in sorted(paths - UPDATABLE_FIELDS):
-            check.add(
-                "update_mask", f"{clip(path)!r} is not an updatable field; use {', '.join(sorted(UPDATABLE_FIELDS))}"
-            )
+            check.add("update_mask", f"{clip(path)!r} is not an updatable field; use {_UPDATABLE_NAMES}")
         changes = ContentChanges(
             title=(
-                check.text("content.title", given.title, min_length=1, max_length=MAX_TITLE_CHARS)
+                check.text("content.title", given.title, min_length=1, max_length=MAX_TITLE_CHARS, single_line=True)
                 if "title" in paths
                 else None
             ),
-            body=_body(check, "content.body", given.body) if "body" in paths else None,
-            tags=_tags(check, "content.tags", list(given.tags)) if "tags" in paths else None,
+            body=_body(check, given.body) if "body" in paths else None,
+            tags=_tags(check, "content.tags", given.tags) if "tags" in paths else None,
             metadata=_metadata(check, given) if "metadata" in paths else None,
             status=_status(check, "content.status", given.status, unset=None) if "status" in paths else None,
         )
         expected_version = check.conditional_etag("content.etag", given.etag, request.etag)
         check.raise_if_any()
-        content = await self._contents.update(content_id, changes, expected_version=expected_version)
-        return pb.UpdateContentResponse(content=content_message(content))
+        updated = await self._contents.update(content_id, changes, expected_version=expected_version)
+        response = pb.UpdateContentResponse()
+        fill_content(response.content, updated)
+        return response
 
     async def DeleteContent(
         self, request: pb.DeleteContentRequest, context: grpc.aio.ServicerContext
@@ -171,93 +172,109 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         if request.hybrid:
             raise Unimplemented("hybrid search is not served; search with hybrid unset for full-text ranking")
         size = min(paging.page_size(request.page_size), MAX_SEARCH_PAGE_SIZE)
-        # Binding the token to hybrid too is implicit: only hybrid=false searches are served and issue tokens.
-        parameters = _parameters(request.filter, query.encode())
+        parameters = _parameters(request)
         after = self._page_tokens.decode_ranked(_SEARCH_CONTENTS, parameters, request.page_token)
         hits = await self._contents.search(query, where, after=after, limit=size + 1)
-        next_token = ""
+        response = pb.SearchContentsResponse()
         if len(hits) > size:
             hits = hits[:size]
-            last = hits[-1]
-            cursor = RankCursor(last.rank, last.content.id)
-            next_token = self._page_tokens.encode_ranked(_SEARCH_CONTENTS, parameters, cursor)
-        return pb.SearchContentsResponse(
-            results=[
-                pb.ContentSearchResult(content=content_message(hit.content), rank=hit.rank, snippet=hit.snippet)
-                for hit in hits
-            ],
-            next_page_token=next_token,
-        )
+            last = RankCursor(hits[-1].rank, hits[-1].content.id)
+            response.next_page_token = self._page_tokens.encode_ranked(_SEARCH_CONTENTS, parameters, last)
+        add_result = response.results.add
+        for hit in hits:
+            fill_content(add_result(rank=hit.rank, snippet=hit.snippet).content, hit.content)
+        return response
 
 
-def _parameters(where: pb.ContentFilter, rest: bytes) -> bytes:
-    """What a page token is bound to besides its method: the filter as sent, and the order or the query."""
-    encoded = where.SerializeToString(deterministic=True)
-    return len(encoded).to_bytes(4, "big") + encoded + rest
+def _parameters(request: pb.ListContentsRequest | pb.SearchContentsRequest) -> bytes:
+    """What a page token is bound to besides its method: the request without page_size and page_token (the
+    filter, and the order or the query and hybrid), serialized deterministically."""
+    bound = type(request)()
+    bound.CopyFrom(request)
+    bound.ClearField("page_size")
+    bound.ClearField("page_token")
+    return bound.SerializeToString(deterministic=True)
+
+
+def _ids(check: Violations, texts: Sequence[str]) -> list[UUID]:
+    """The ids of a batch, each checked; the request is refused whole when one is not a UUID."""
+    if len(texts) > MAX_BATCH_IDS:
+        check.add("ids", f"must name at most {MAX_BATCH_IDS} ids, not {len(texts)}")
+        return []
+    ids = []
+    for index, text in enumerate(texts):
+        content_id = check.uuid(f"ids[{index}]", text)
+        if content_id is not None:
+            ids.append(content_id)
+    return ids
 
 
 def _status(check: Violations, field: str, number: int, *, unset: ContentStatus | None) -> ContentStatus | None:
+    """The status ``number`` names; CONTENT_STATUS_UNSPECIFIED means ``unset``, refused where that is None."""
     if number == common_pb2.CONTENT_STATUS_UNSPECIFIED:
         if unset is None:
-            check.add(field, "must be CONTENT_STATUS_DRAFT, CONTENT_STATUS_PUBLISHED or CONTENT_STATUS_ARCHIVED")
+            check.add(field, f"must be {_STATUS_NAMES}")
         return unset
     status = STATUS_FROM_MESSAGE.get(number)
     if status is None:
-        check.add(field, f"{number} is not a ContentStatus")
+        check.add(field, f"{number} is not a ContentStatus; use {_STATUS_NAMES}")
     return status
 
 
-def _body(check: Violations, field: str, body: str) -> str:
+def _body(check: Violations, body: str) -> str:
+    # Counting characters first spares encoding a body that is too long in any encoding.
     if len(body) > MAX_BODY_BYTES or len(body.encode()) > MAX_BODY_BYTES:
-        check.add(field, f"must be at most {MAX_BODY_BYTES} bytes of UTF-8")
+        check.add("content.body", f"must be at most {MAX_BODY_BYTES} bytes of UTF-8")
     elif "\x00" in body:
-        check.add(field, "must not contain NUL characters")
+        check.add("content.body", "must not contain NUL characters")  # PostgreSQL's text cannot store them
     return body
 
 
-def _tags(check: Violations, field: str, tags: list[str]) -> list[str]:
+def _tags(check: Violations, field: str, tags: Sequence[str]) -> list[str]:
     """The tags with duplicates dropped, first occurrence kept."""
     if len(tags) > MAX_TAGS:
         check.add(field, f"must hold at most {MAX_TAGS} tags, not {len(tags)}")
-        return tags
+        return []
     for index, tag in enumerate(tags):
-        check.text(f"{field}[{index}]", tag, min_length=1, max_length=MAX_TAG_CHARS)
+        check.text(f"{field}[{index}]", tag, min_length=1, max_length=MAX_TAG_CHARS, single_line=True)
     return list(dict.fromkeys(tags))
 
 
 def _metadata(check: Violations, content: pb.Content) -> dict[str, Any]:
-    """The metadata as a dict, {} when unset; bad metadata is recorded in ``check``."""
+    """The content's metadata as a dict, {} when unset; bad metadata is recorded in ``check``."""
     value = content.metadata if content.HasField("metadata") else None
     return check.json_object("content.metadata", value, max_bytes=MAX_METADATA_BYTES) or {}
 
 
-def _time(check: Violations, field: str, holder: pb.ContentFilter, name: str) -> datetime | None:
-    if not holder.HasField(name):
+def _time(check: Violations, where: pb.ContentFilter, name: str, *, round_up: bool) -> datetime | None:
+    """A bound of the creation-time filter. PostgreSQL keeps microseconds: a bound with finer nanoseconds is
+    rounded down for "after" and up for "before", so that the strict comparison keeps the same rows."""
+    if not where.HasField(name):
         return None
-    value: timestamp_pb2.Timestamp = getattr(holder, name)
+    value = getattr(where, name)
     try:
-        return value.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        check.add(field, "is not a valid timestamp")
+        moment: datetime = value.ToDatetime(tzinfo=UTC)
+    except ValueError:
+        check.add(f"filter.{name}", "is not a valid timestamp")
         return None
+    if round_up and value.nanos % 1000 and moment != _LAST_MOMENT:
+        moment += timedelta(microseconds=1)
+    return moment
 
 
 def _filter(check: Violations, where: pb.ContentFilter) -> ContentFilter:
-    statuses = []
-    for index, number in enumerate(where.statuses):
-        status = _status(check, f"filter.statuses[{index}]", number, unset=None)
-        if status is not None:
-            statuses.append(status)
+    statuses = [
+        _status(check, f"filter.statuses[{index}]", number, unset=None) for index, number in enumerate(where.statuses)
+    ]
     return ContentFilter(
         author_id=check.uuid("filter.author_id", where.author_id, required=False),
-        tags=_tags(check, "filter.tags", list(where.tags)) or None,
-        statuses=statuses or None,
-        created_after=_time(check, "filter.create_time_after", where, "create_time_after"),
-        created_before=_time(check, "filter.create_time_before", where, "create_time_before"),
+        tags=_tags(check, "filter.tags", where.tags) or None,
+        statuses=[status for status in statuses if status is not None] or None,
+        created_after=_time(check, where, "create_time_after", round_up=False),
+        created_before=_time(check, where, "create_time_before", round_up=True),
     )
 
 
 def _fingerprint(new: NewContent) -> bytes:
-    return request_fingerprint(
-        str(new.author_id), new.title, new.body, new.tags, new.metadata, new.status.value
-    )
+    """What a CreateContent request asks for, as a digest that a retry reproduces exactly (AIP-155)."""
+    return request_fingerprint(str(new.author_id), new.title, new.body, new.tags, new.metadata, new.status.value)

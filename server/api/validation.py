@@ -42,13 +42,15 @@ class Violations:
             return None
         return UUID(value)
 
-    def text(self, field: str, value: str, *, min_length: int, max_length: int) -> str:
-        """Checks a free-text field: length in characters, and no NUL or other control characters."""
+    def text(self, field: str, value: str, *, min_length: int, max_length: int, single_line: bool = False) -> str:
+        """Checks a free-text field: length in characters, and no NUL or other control characters. Tab, CR and
+        LF are allowed, unless ``single_line`` (titles and labels, which are shown on one line)."""
+        allowed = "" if single_line else "\t\n\r"
         if len(value) < min_length:
             self.add(field, "required" if not value else f"must be at least {min_length} characters")
         elif len(value) > max_length:
             self.add(field, f"must be at most {max_length} characters")
-        elif any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
+        elif any(ord(ch) < 32 and ch not in allowed for ch in value):
             self.add(field, "must not contain control characters")
         return value
 

@@ -34,9 +34,13 @@ class ContentOrder(enum.Enum):
         return self.value[1]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Content:
-    """A piece of content written by a user."""
+    """A piece of content written by a user; read-only by convention.
+
+    Not frozen, unlike the other entities: a frozen dataclass sets each field through ``object.__setattr__``,
+    which makes it about four times as costly to build, and BatchGetContents builds up to 100 per call.
+    """
 
     id: UUID
     author_id: UUID

@@ -14,8 +14,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     """An aware datetime as a Timestamp; plain arithmetic, several times cheaper than ``FromDatetime``."""
+    return timestamp_pb2.Timestamp(seconds=_seconds(value), nanos=value.microsecond * 1000)
+
+
+def set_timestamp(message: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """Writes an aware datetime into a Timestamp field in place, sparing the temporary message and its copy
+    that ``CopyFrom(timestamp(value))`` costs: for conversions of many items per call."""
+    message.seconds = _seconds(value)
+    message.nanos = value.microsecond * 1000
+
+
+def _seconds(value: datetime) -> int:
+    """Whole seconds since the Unix epoch, rounded down (as Timestamp counts them, also before 1970)."""
     delta = value - _EPOCH
-    return timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
+    return delta.days * 86400 + delta.seconds
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:

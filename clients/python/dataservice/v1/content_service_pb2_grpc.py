@@ -111,7 +111,8 @@ class ContentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateContent(self, request, context):
-        """Changes the fields named in update_mask. ABORTED when etag is stale.
+        """Changes the fields named in update_mask. ABORTED when etag is stale;
+        FAILED_PRECONDITION when it would return published content to draft.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,8 +128,9 @@ class ContentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SearchContents(self, request, context):
-        """Full-text search over title and body, best match first, one page at a
-        time.
+        """Full-text search over the title and the first 100,000 characters of the
+        body, with English stemming, best match first, one page at a time.
+        Title matches weigh more than body matches.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

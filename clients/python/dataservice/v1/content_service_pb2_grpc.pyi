@@ -49,15 +49,18 @@ class ContentServiceStub:
     ListContents: _grpc.UnaryUnaryMultiCallable[_content_service_pb2.ListContentsRequest, _content_service_pb2.ListContentsResponse]
     """Lists content matching a filter in the order asked, one page at a time."""
     UpdateContent: _grpc.UnaryUnaryMultiCallable[_content_service_pb2.UpdateContentRequest, _content_service_pb2.UpdateContentResponse]
-    """Changes the fields named in update_mask. ABORTED when etag is stale."""
+    """Changes the fields named in update_mask. ABORTED when etag is stale;
+    FAILED_PRECONDITION when it would return published content to draft.
+    """
     DeleteContent: _grpc.UnaryUnaryMultiCallable[_content_service_pb2.DeleteContentRequest, _content_service_pb2.DeleteContentResponse]
     """Deletes a piece of content for good, with the interactions, feedback,
     recommendations and embeddings that refer to it. ABORTED when etag is
     stale.
     """
     SearchContents: _grpc.UnaryUnaryMultiCallable[_content_service_pb2.SearchContentsRequest, _content_service_pb2.SearchContentsResponse]
-    """Full-text search over title and body, best match first, one page at a
-    time.
+    """Full-text search over the title and the first 100,000 characters of the
+    body, with English stemming, best match first, one page at a time.
+    Title matches weigh more than body matches.
     """
 
 @_typing.type_check_only
@@ -81,15 +84,18 @@ class ContentServiceAsyncStub(ContentServiceStub):
     ListContents: _aio.UnaryUnaryMultiCallable[_content_service_pb2.ListContentsRequest, _content_service_pb2.ListContentsResponse]  # type: ignore[assignment]
     """Lists content matching a filter in the order asked, one page at a time."""
     UpdateContent: _aio.UnaryUnaryMultiCallable[_content_service_pb2.UpdateContentRequest, _content_service_pb2.UpdateContentResponse]  # type: ignore[assignment]
-    """Changes the fields named in update_mask. ABORTED when etag is stale."""
+    """Changes the fields named in update_mask. ABORTED when etag is stale;
+    FAILED_PRECONDITION when it would return published content to draft.
+    """
     DeleteContent: _aio.UnaryUnaryMultiCallable[_content_service_pb2.DeleteContentRequest, _content_service_pb2.DeleteContentResponse]  # type: ignore[assignment]
     """Deletes a piece of content for good, with the interactions, feedback,
     recommendations and embeddings that refer to it. ABORTED when etag is
     stale.
     """
     SearchContents: _aio.UnaryUnaryMultiCallable[_content_service_pb2.SearchContentsRequest, _content_service_pb2.SearchContentsResponse]  # type: ignore[assignment]
-    """Full-text search over title and body, best match first, one page at a
-    time.
+    """Full-text search over the title and the first 100,000 characters of the
+    body, with English stemming, best match first, one page at a time.
+    Title matches weigh more than body matches.
     """
 
 class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -140,7 +146,9 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _content_service_pb2.UpdateContentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_service_pb2.UpdateContentResponse, _abc.Awaitable[_content_service_pb2.UpdateContentResponse]]:
-        """Changes the fields named in update_mask. ABORTED when etag is stale."""
+        """Changes the fields named in update_mask. ABORTED when etag is stale;
+        FAILED_PRECONDITION when it would return published content to draft.
+        """
 
     @_abc_1.abstractmethod
     def DeleteContent(
@@ -159,8 +167,9 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _content_service_pb2.SearchContentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_service_pb2.SearchContentsResponse, _abc.Awaitable[_content_service_pb2.SearchContentsResponse]]:
-        """Full-text search over title and body, best match first, one page at a
-        time.
+        """Full-text search over the title and the first 100,000 characters of the
+        body, with English stemming, best match first, one page at a time.
+        Title matches weigh more than body matches.
         """
 
 def add_ContentServiceServicer_to_server(servicer: ContentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
