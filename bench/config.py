@@ -23,6 +23,10 @@ class BenchConfig:
     rounds: int
     users: int
     """How many users to seed (and read)."""
+    sessions: int
+    """How many sessions to seed for GetSession."""
+    contents: int
+    """How many content rows to seed for the content paths."""
     keys: int
     """Distinct requests per path, one h2load process each (at most one per connection)."""
     only: tuple[str, ...] | None
@@ -80,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--users", type=int, default=200, help="users to seed through CreateUser (default 200)"
+    )
+    parser.add_argument(
+        "--sessions", type=int, default=1000, help="sessions to seed through CreateSession (default 1000)"
+    )
+    parser.add_argument(
+        "--contents",
+        type=int,
+        default=10_000,
+        help="content rows of a few KB to seed, written with COPY (default 10000; a rerun reuses them)",
     )
     parser.add_argument(
         "--keys",
@@ -158,7 +171,13 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
     ):
         if value < minimum:
             problems.append(f"{flag} must be at least {minimum:g} seconds, got {value:g}")
-    for flag, value in (("--rounds", args.rounds), ("--users", args.users), ("--keys", args.keys)):
+    for flag, value in (
+        ("--rounds", args.rounds),
+        ("--users", args.users),
+        ("--sessions", args.sessions),
+        ("--contents", args.contents),
+        ("--keys", args.keys),
+    ):
         if value < 1:
             problems.append(f"{flag} must be at least 1, got {value}")
     concurrency: list[Concurrency] = []
@@ -183,6 +202,8 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
         concurrency=tuple(concurrency),
         rounds=args.rounds,
         users=args.users,
+        sessions=args.sessions,
+        contents=args.contents,
         keys=args.keys,
         only=only,
         overrides=overrides,

@@ -30,8 +30,9 @@ def _scrape(port: int, timeout_s: float) -> str:
     return body.decode("utf-8")
 
 
-def parse_ok_count(exposition: str, method_path: str) -> int:
-    """OK answers of one method in a text exposition; 0 when the series does not exist yet."""
+def parse_handled_count(exposition: str, method_path: str, code: str | None = "OK") -> int:
+    """Answers of one method with grpc_code ``code`` (any code when None) in a text
+    exposition; 0 when the series does not exist yet."""
     service, method = split_method(method_path)
     total = 0.0
     for family in text_string_to_metric_families(exposition):
@@ -41,13 +42,13 @@ def parse_ok_count(exposition: str, method_path: str) -> int:
                 sample.name == HANDLED
                 and labels.get("grpc_service") == service
                 and labels.get("grpc_method") == method
-                and labels.get("grpc_code") == "OK"
+                and (code is None or labels.get("grpc_code") == code)
             ):
                 total += sample.value
     return int(total)
 
 
-async def ok_count(port: int, method_path: str, timeout_s: float = 10.0) -> int:
-    """Scrape the server at 127.0.0.1:port and return the OK count of method_path."""
+async def handled_count(port: int, method_path: str, code: str | None = "OK", timeout_s: float = 10.0) -> int:
+    """Scrape the server at 127.0.0.1:port and return the count of method_path's answers with ``code``."""
     text = await asyncio.to_thread(_scrape, port, timeout_s)
-    return parse_ok_count(text, method_path)
+    return parse_handled_count(text, method_path, code)

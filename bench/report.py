@@ -1,7 +1,8 @@
 """Turn measured rounds into the one JSON object and the short table.
 
 Medians over rounds damp the noise of a shared two-core machine; ratios against the
-echo of the same run and the same concurrency make runs on different days comparable.
+echo and the reference GetUser of the same run and the same concurrency make runs on
+different days comparable.
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ def medians(rounds: Sequence[RoundResult]) -> dict[str, float | None]:
 def build_results(
     rounds: Sequence[RoundResult],
     concurrency: Sequence[tuple[str, int, int]],
-    paths: Sequence[tuple[str, str, str]],
+    paths: Sequence[tuple[str, str, str, int]],
     baseline: str,
+    reference: str,
 ) -> list[dict[str, Any]]:
-    """Per concurrency: per path its rounds, medians and ratios to the baseline's medians.
+    """Per concurrency: per path its rounds, medians, and ratios to the medians of the baseline (the echo)
+    and of the reference (minimal GetUser); for batch paths also items/s.
 
-    concurrency holds (label, connections, streams); paths holds (name, method, server).
+    concurrency holds (label, connections, streams); paths holds (name, method, server, items per call).
     """
     results: list[dict[str, Any]] = []
     for label, connections, streams in concurrency:
@@ -73,7 +76,8 @@ def build_results(
         base = medians(
             [result for result in rounds if result.concurrency == label and result.path == baseline]
         )
-        for name, method, server in paths:
+        ref = medians([result for result in rounds if result.concurrency == label and result.path == reference])
+        for name, method, server, items in paths:
             mine = [result for result in rounds if result.concurrency == label and result.path == name]
             if not mine:
                 continue
@@ -90,7 +94,18 @@ def build_results(
                         middle["server_cpu_us_per_call"], base["server_cpu_us_per_call"]
                     ),
                 },
+                "vs_reference": {
+                    "rps": _ratio(middle["rps"], ref["rps"]),
+                    "server_cpu_us_per_call": _ratio(
+                        middle["server_cpu_us_per_call"], ref["server_cpu_us_per_call"]
+                    ),
+                },
             }
+            if items > 1:  # a batch: per item, against the reference's one item per call
+                items_per_s = None if middle["rps"] is None else round(middle["rps"] * items, 1)
+                by_path[name]["items_per_call"] = items
+                by_path[name]["items_per_s"] = items_per_s
+                by_path[name]["vs_reference"]["items_per_s"] = _ratio(items_per_s, ref["rps"])
         results.append(
             {"concurrency": label, "connections": connections, "streams": streams, "paths": by_path}
         )
@@ -104,17 +119,22 @@ def cell(value: float | None, spec: str) -> str:
 def table(results: Sequence[dict[str, Any]]) -> str:
     """A fixed-width summary of build_results' output, one block per concurrency."""
     lines: list[str] = []
-    header = f"{'path':<14}{'RPC/s per round':<24}{'median':>8}{'×echo':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU µs/call':>12}{'×echo':>7}{'PG µs/call':>11}"
+    header = (
+        f"{'path':<18}{'RPC/s per round':<24}{'median':>8}{'×echo':>7}{'×ref':>7}{'items/s':>9}{'×ref':>7}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'CPU µs/call':>12}{'×echo':>7}{'PG µs/call':>11}"
+    )
     for block in results:
         lines.append(
             f"concurrency {block['concurrency']} ({block['connections']} connections × {block['streams']} streams)"
         )
         lines.append(header)
         for name, entry in block["paths"].items():
-            middle, ratio = entry["median"], entry["vs_echo"]
+            middle, ratio, to_reference = entry["median"], entry["vs_echo"], entry["vs_reference"]
             per_round = " ".join(f"{result['rps']:.0f}" for result in entry["rounds"])
             lines.append(
-                f"{name:<14}{per_round:<24}{cell(middle['rps'], '.0f'):>8}{cell(ratio['rps'], '.2f'):>7}"
+                f"{name:<18}{per_round:<24}{cell(middle['rps'], '.0f'):>8}{cell(ratio['rps'], '.2f'):>7}"
+                f"{cell(to_reference['rps'], '.2f'):>7}{cell(entry.get('items_per_s'), '.0f'):>9}"
+                f"{cell(to_reference.get('items_per_s'), '.2f'):>7}"
                 f"{cell(middle['p50_ms'], '.2f'):>8}{cell(middle['p99_ms'], '.2f'):>8}"
                 f"{cell(middle['server_cpu_us_per_call'], '.0f'):>12}{cell(ratio['server_cpu_us_per_call'], '.2f'):>7}"
                 f"{cell(middle['postgres_cpu_us_per_call'], '.0f'):>11}"

@@ -31,10 +31,18 @@ from bench import procstat, report
 from bench.config import BenchConfig, parse_config
 from bench.frames import write_frames
 from bench.h2load import Concurrency, ToolError, Tools, ensure_tools, run_load
-from bench.metrics import ok_count
-from bench.paths import BASELINE, BenchPath, SeedContext, select_paths
+from bench.metrics import handled_count
+from bench.paths import BASELINE, REFERENCE, BenchPath, SeedContext, select_paths
 from bench.preflight import check_call
-from bench.servers import ServerError, ServerProcess, embedded_pgdata, start_echo, start_service
+from bench.servers import (
+    ServerError,
+    ServerProcess,
+    database_dsn,
+    embedded_pgdata,
+    start_echo,
+    start_reference,
+    start_service,
+)
 
 EXIT_SETUP, EXIT_USAGE, EXIT_PREFLIGHT, EXIT_CHECK = 1, 2, 3, 4
 
@@ -69,13 +77,14 @@ class Runner:
         self.servers: dict[str, ServerProcess] = {}
         self.timings: dict[str, float] = {}
         self.peak_rss_since_seeding = False
+        self.database_url = ""  # known once the service runs (it may start the embedded PostgreSQL)
 
     def say(self, message: str) -> None:
         if not self.config.json_only:
             print(message, file=sys.stderr, flush=True)
 
     async def start_servers(self) -> None:
-        self.say(f"starting the echo and the service (work directory {self.workdir})")
+        self.say(f"starting the echo, the service and the reference (work directory {self.workdir})")
         self.servers["echo"] = await start_echo(self.workdir)
         self.servers["service"] = await start_service(
             self.workdir,
@@ -83,23 +92,30 @@ class Runner:
             extra_env=self.config.server_env,
             timeout_s=self.config.start_timeout_s,
         )
+        self.database_url = await database_dsn(self.config.database_url, self.pgdata)
+        self.servers["reference"] = await start_reference(
+            self.workdir, database_url=self.database_url, extra_env=self.config.server_env
+        )
 
     async def stop_servers(self) -> None:
         await asyncio.gather(*(server.stop() for server in self.servers.values()))
 
     async def prepare(self) -> list[Target]:
-        """Seed each distinct seed once, then write each path's frames."""
-        seeded: dict[str, object] = {}
-        async with grpc.aio.insecure_channel(self.servers["service"].target) as channel:
-            for path in self.paths:
-                if path.seed.name not in seeded:
-                    self.say(f"seeding {path.seed.name} ({self.config.users})")
-                    seeded[path.seed.name] = await path.seed.load(SeedContext(channel, self.config.users))
+        """Seed what the paths read (each seed once), then write each path's frames."""
+        self.say(f"seeding {', '.join(sorted({path.seed.name for path in self.paths}))}")
         targets = []
-        for path in self.paths:
-            messages = path.build(seeded[path.seed.name], self.config.keys)
-            frames = write_frames(self.workdir / "frames", path.name, messages)
-            targets.append(Target(path, self.servers[path.server], frames))
+        async with grpc.aio.insecure_channel(self.servers["service"].target) as channel:
+            context = SeedContext(
+                channel,
+                self.database_url,
+                users=self.config.users,
+                sessions=self.config.sessions,
+                contents=self.config.contents,
+            )
+            for path in self.paths:
+                messages = path.build(await context.need(path.seed), self.config.keys)
+                frames = write_frames(self.workdir / "frames", path.name, messages)
+                targets.append(Target(path, self.servers[path.server], frames))
         return targets
 
     async def preflight(self, targets: list[Target]) -> None:
@@ -128,14 +144,32 @@ class Runner:
             duration_s=self.config.warmup_s,
             timeout_s=self._load_timeout_s(),
         )
+        await self.settle(target)
         return max(math.ceil(result.rps * self.config.duration_s), 2 * concurrency.in_flight)
+
+    async def settle(self, target: Target, quiet_s: float = 0.25) -> None:
+        """Wait until the server has stopped answering what the warm-up left in flight.
+
+        h2load's ``-D`` abandons the requests in flight when time is up, and the server
+        still works them off: on a slow path (a search, 100 in flight) that is seconds of
+        work, which would slow the measured run, add to its CPU, and add OK answers h2load
+        never saw to the count check. Settled means no answer, of any code, for quiet_s.
+        """
+        port, method = target.server.metrics_port, target.path.method
+        answered = await handled_count(port, method, code=None)
+        while True:
+            await asyncio.sleep(quiet_s)
+            now = await handled_count(port, method, code=None)
+            if now == answered:
+                return
+            answered = now
 
     async def measure(
         self, target: Target, concurrency: Concurrency, requests: int, round_number: int
     ) -> report.RoundResult:
         """One measured load with the server's OK count and CPU sampled around it."""
         server, method = target.server, target.path.method
-        ok_before = await ok_count(server.metrics_port, method)
+        ok_before = await handled_count(server.metrics_port, method)
         server_before = procstat.cpu_ticks(procstat.server_pids(server.pid))
         pg_before = procstat.cpu_ticks(procstat.postgres_pids(self.pgdata))
         result = await run_load(
@@ -151,7 +185,7 @@ class Runner:
         server_cpu = procstat.cpu_seconds_between(server_before, procstat.cpu_ticks(pids))
         pg_pids = procstat.postgres_pids(self.pgdata)
         pg_cpu = procstat.cpu_seconds_between(pg_before, procstat.cpu_ticks(pg_pids)) if pg_pids else None
-        server_ok = await ok_count(server.metrics_port, method) - ok_before
+        server_ok = await handled_count(server.metrics_port, method) - ok_before
 
         def per_call(seconds: float | None) -> float | None:
             return None if seconds is None or server_ok <= 0 else seconds * 1e6 / server_ok
@@ -248,7 +282,7 @@ def _document(
     servers = runner.servers if runner else {}
     peak_mib = {name: _mib(procstat.peak_rss_bytes(server.pid)) for name, server in servers.items()}
     return {
-        "benchmark": "dataservice unary paths vs a bare grpc.aio echo, driven by h2load",
+        "benchmark": "dataservice unary paths vs a bare grpc.aio echo and a minimal reference GetUser, driven by h2load",
         "ok": False,
         "error": None,
         "parameters": {
@@ -257,6 +291,8 @@ def _document(
             "concurrency": [c.label for c in config.concurrency],
             "rounds": config.rounds,
             "users": config.users,
+            "sessions": config.sessions,
+            "contents": config.contents,
             "keys": config.keys,
             "paths": {path.name: path.method for path in paths},
             "database": _mask(config.database_url) if config.database_url else "embedded",
@@ -275,8 +311,9 @@ def _document(
         "results": report.build_results(
             rounds,
             [(c.label, c.connections, c.streams) for c in config.concurrency],
-            [(path.name, path.method, path.server) for path in paths],
+            [(path.name, path.method, path.server, path.items) for path in paths],
             BASELINE,
+            REFERENCE,
         ),
         "servers": {
             name: {"pid": server.pid, "peak_rss_mib": peak_mib[name]} for name, server in servers.items()

@@ -1,8 +1,7 @@
-"""Start, wait for and stop the two measured servers, each as its own process.
+"""Start, wait for and stop the measured servers (echo, reference, service), each as its own process.
 
-Both run from the repo root with the runner's interpreter (the venv's), so the echo
-and the service share grpcio, protobuf and uvloop. Their output goes to a log file in
-the work directory, whose tail is shown when one fails to start.
+All run from the repo root with the runner's interpreter (the venv's), so they share grpcio, protobuf and
+uvloop. Their output goes to a log file in the work directory, whose tail is shown when one fails to start.
 """
 
 from __future__ import annotations
@@ -22,8 +21,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import echo_server
+from server.db.embedded import start_embedded_postgres
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What the service reads to find its database (server/config.py); the reference gets DATABASE_URL alone.
+_DATABASE_VARIABLES = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_SSLMODE")
 
 
 class ServerError(RuntimeError):
@@ -149,6 +151,39 @@ async def start_echo(workdir: Path, timeout_s: float = 30.0) -> ServerProcess:
     return server
 
 
+async def start_reference(
+    workdir: Path, *, database_url: str, extra_env: Mapping[str, str], timeout_s: float = 30.0
+) -> ServerProcess:
+    """The reference GetUser of bench/reference_server.py, ready when it listens (it connects its pool first).
+
+    Its environment is the service's extra environment (so pool settings apply to both) with the service's
+    DSN as DATABASE_URL, in the environment rather than on the command line, where ``ps`` would show it.
+    """
+    grpc_port, metrics_port = free_port(), free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "bench.reference_server",
+        "--address",
+        f"127.0.0.1:{grpc_port}",
+        "--metrics-port",
+        str(metrics_port),
+    ]
+    env = {key: value for key, value in {**os.environ, **extra_env}.items() if key not in _DATABASE_VARIABLES}
+    env["DATABASE_URL"] = database_url
+    server = await _spawn("reference", args, env, workdir, grpc_port, metrics_port)
+
+    async def listens(channel: grpc.aio.Channel) -> bool:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), 1.0)
+        except TimeoutError:
+            return False
+        return True
+
+    await _wait_ready(server, listens, timeout_s)
+    return server
+
+
 def service_env(
     base: Mapping[str, str],
     *,
@@ -193,6 +228,19 @@ async def start_service(
 
     await _wait_ready(server, serving, timeout_s)
     return server
+
+
+async def database_dsn(database_url: str | None, pgdata: Path | None) -> str:
+    """The DSN of the service's database: the URL it was given, else the embedded PostgreSQL's in pgdata.
+
+    Joining the embedded server (started by the service, or by this call when none runs) registers this
+    process as one more handle on it; the last handle to exit stops it.
+    """
+    if database_url:
+        return database_url
+    if pgdata is None:
+        raise ServerError("no database URL and no embedded PostgreSQL data directory")
+    return await asyncio.to_thread(start_embedded_postgres, pgdata)
 
 
 def embedded_pgdata(database_url: str | None, extra_env: Mapping[str, str]) -> Path | None:
