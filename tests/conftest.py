@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
 import grpc
 import pytest
+import redis.asyncio as redis
 import uvloop
 from dataservice.v1 import content_service_pb2_grpc, user_service_pb2_grpc
 
@@ -114,3 +115,19 @@ def users(channel: grpc.aio.Channel) -> user_service_pb2_grpc.UserServiceStub:
 @pytest.fixture(scope="session")
 def contents(channel: grpc.aio.Channel) -> content_service_pb2_grpc.ContentServiceStub:
     return content_service_pb2_grpc.ContentServiceStub(channel)
+
+
+@pytest.fixture
+async def db(app: App) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own to the shared server's database, to read and move rows as time would."""
+    conn = await asyncpg.connect(app.dsn)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def cache(redis_url: str) -> AsyncIterator[redis.Redis]:
+    """A client of the Redis that the shared server caches in, to look at what it cached."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -6,6 +6,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from dataservice.v1 import user_service_pb2, user_service_pb2_grpc
+
 from server.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,3 +48,11 @@ def migrations_plus(directory: Path, version: int, name: str, up: str, down: str
     shutil.copytree(MIGRATIONS, directory)
     write_migration(directory, version, name, up, down)
     return directory
+
+
+async def new_user(users: user_service_pb2_grpc.UserServiceStub, tag: str = "user") -> str:
+    """Creates a user with a unique email through the API; returns its id."""
+    request = user_service_pb2.CreateUserRequest(
+        user=user_service_pb2.User(email=unique_email(tag), display_name="Test user"), password="correct horse battery"
+    )
+    return (await users.CreateUser(request)).user.id

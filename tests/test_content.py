@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
 import redis.asyncio as redis
@@ -19,7 +17,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
 from tests.grpc_errors import bad_request_fields, status_of
-from tests.harness import unique_email
+from tests.harness import new_user
 
 DRAFT = common_pb2.CONTENT_STATUS_DRAFT
 PUBLISHED = common_pb2.CONTENT_STATUS_PUBLISHED
@@ -32,25 +30,7 @@ async def author(users) -> str:
     return await new_user(users)
 
 
-@pytest.fixture
-async def db(app) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(app.dsn)
-    yield conn
-    await conn.close()
 
-
-@pytest.fixture
-async def cache(redis_url: str) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def new_user(users) -> str:
-    request = users_pb.CreateUserRequest(
-        user=users_pb.User(email=unique_email("author"), display_name="Author"), password="correct horse battery"
-    )
-    return (await users.CreateUser(request)).user.id
 
 
 def content(author: str, *, metadata: dict[str, Any] | None = None, **fields: Any) -> pb.Content:

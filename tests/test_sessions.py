@@ -15,7 +15,7 @@ import logging
 import secrets
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -34,7 +34,7 @@ from server.logs import JsonFormatter
 from server.store.sessions import PURGE_LOCK_KEY
 from tests.backends import free_port
 from tests.grpc_errors import bad_request_fields, status_of
-from tests.harness import settings_for, unique_email
+from tests.harness import new_user, settings_for
 
 DAY = timedelta(days=1)
 ABSOLUTE_LIFETIME = timedelta(days=30)
@@ -50,27 +50,7 @@ async def user_id(users) -> str:
     return await new_user(users)
 
 
-@pytest.fixture
-async def db(app) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the test's own to the server's database, to read and move rows as time would."""
-    conn = await asyncpg.connect(app.dsn)
-    yield conn
-    await conn.close()
 
-
-@pytest.fixture
-async def cache(redis_url: str) -> AsyncIterator[redis.Redis]:
-    """A client of the Redis that the shared server caches in, to look at what it cached."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def new_user(users) -> str:
-    request = users_pb.CreateUserRequest(
-        user=users_pb.User(email=unique_email("session"), display_name="S"), password="long enough"
-    )
-    return (await users.CreateUser(request)).user.id
 
 
 def create_request(user_id: str, *, ttl: timedelta | None = None, **fields: str) -> pb.CreateSessionRequest:
