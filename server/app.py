@@ -30,6 +30,9 @@ from server.api.users import UserServicer
 from server.cache.base import Cache
 from server.cache.content import Contents
 from server.cache.factory import create_cache
+from server.cache.metrics import CacheMetrics
+from server.cache.outbox import OutboxSweep
+from server.cache.readthrough import ReadThrough
 from server.cache.sessions import Sessions
 from server.cache.users import Users
 from server.config import DEVELOPMENT_PAGE_TOKEN_SECRET, Settings
@@ -92,6 +95,10 @@ class App:
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self.cache_metrics = CacheMetrics(self.metrics_registry)
+        # The sweep of recorded cache invalidations, built by start() also when its task is off.
+        self.outbox_sweep: OutboxSweep | None = None
         # The purge of ended sessions, built by start() also when its task is off: run_once() is one pass.
         self.session_purge: SessionPurge | None = None
         self.health = HealthServicer()
@@ -115,7 +122,7 @@ class App:
             self.dsn = settings.database_url.reveal()
         migrations = migrate.load_migrations(settings.migrations_dir)
         self._pool = await create_pool(self.dsn, settings)
-        self._cache = create_cache(settings)
+        self._cache = create_cache(settings, self.cache_metrics)
         self._login_limiter = LoginLimiter(
             LoginLimits(
                 per_email=settings.login_failures_per_email,
@@ -160,6 +167,11 @@ class App:
             self._purge_task = asyncio.create_task(
                 self.session_purge.run(settings.session_purge_interval_seconds), name="session-purge"
             )
+        if settings.cache_outbox_sweep_seconds > 0:
+            assert self.outbox_sweep is not None
+            self._sweep_task = asyncio.create_task(
+                self.outbox_sweep.run(settings.cache_outbox_sweep_seconds), name="cache-outbox-sweep"
+            )
         if settings.metrics_port is not None:
             try:
                 self._metrics_endpoint = MetricsEndpoint(self.metrics_registry, settings.metrics_port)
@@ -178,14 +190,31 @@ class App:
         )
         return self.port
 
+    def _reads(self, ttl_seconds: float) -> ReadThrough:
+        assert self._cache is not None
+        return ReadThrough(
+            self._cache,
+            self.cache_metrics,
+            ttl_seconds=ttl_seconds,
+            negative_ttl_seconds=self.settings.cache_negative_ttl_seconds,
+        )
+
     async def _build_server(self) -> grpc.aio.Server:
         """The gRPC server with every service registered: implemented, planned, health and reflection."""
         settings = self.settings
         assert self._pool is not None and self._cache is not None and self._login_limiter is not None
         db = Database(self._pool, settings.db_command_timeout_seconds)
-        users = Users(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
-        sessions = Sessions(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
-        contents = Contents(db, self._cache, ttl_seconds=settings.cache_ttl_seconds)
+        users = Users(db, self._reads(settings.cache_user_ttl_seconds))
+        sessions = Sessions(db, self._reads(settings.cache_session_ttl_seconds))
+        contents = Contents(db, self._reads(settings.cache_content_ttl_seconds))
+        self.outbox_sweep = OutboxSweep(
+            db,
+            self._cache,
+            self.cache_metrics,
+            grace_seconds=settings.cache_outbox_grace_seconds,
+            outage=self._database_outage,
+        )
+        self._cache.set_recovery(self.outbox_sweep.recover)
         self.session_purge = SessionPurge(db, batch_size=settings.session_purge_batch_size, outage=self._database_outage)
         passwords = await asyncio.to_thread(  # hashes its decoy password: CPU work, off the loop
             Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
@@ -244,7 +273,7 @@ class App:
         if drain > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), drain)
-        for task in (self._monitor_task, self._purge_task):
+        for task in (self._monitor_task, self._purge_task, self._sweep_task):
             if task is not None:
                 await _cancel(task)
         self.health.end_watches()

@@ -52,7 +52,25 @@ class Settings:
     """Redis URL for the shared cache; None means an in-process cache."""
     cache_backend: CacheBackend = CacheBackend.MEMORY
     cache_ttl_seconds: float = 300.0
-    """How long a cached entity may live before it is read again from PostgreSQL."""
+    """How long a cached entity may live before it is read again from PostgreSQL (each entity's default)."""
+    cache_user_ttl_seconds: float = 300.0
+    cache_session_ttl_seconds: float = 300.0
+    """A cached session never outlives its own expiry, whatever this says."""
+    cache_content_ttl_seconds: float = 300.0
+    cache_negative_ttl_seconds: float = 5.0
+    """How long "no such row" is cached; the write that creates the row clears it at once."""
+    cache_near: bool = False
+    """Keep hot entries in the process in front of Redis (default on with the Redis backend)."""
+    cache_near_max_bytes: int = 64 * 1024 * 1024
+    cache_near_ttl_seconds: float = 30.0
+    """Hard cap on a near entry's life, whatever the invalidation stream says."""
+    cache_near_heartbeat_seconds: float = 0.1
+    cache_near_max_lag_seconds: float = 0.4
+    """Invalidations later than this empty the near cache; with the heartbeat, the cross-replica staleness bound."""
+    cache_outbox_sweep_seconds: float = 1.0
+    """How often each replica makes the invalidations that writers recorded but did not confirm (0: never)."""
+    cache_outbox_grace_seconds: float = 1.0
+    """How long the sweep leaves a recorded invalidation to its writer before making it itself."""
     redis_timeout_seconds: float = 0.25
     """Socket timeout of every Redis call: an unreachable Redis must cost an RPC little."""
     db_pool_min_size: int = 2
@@ -99,13 +117,38 @@ class Settings:
         backend = read.get("CACHE_BACKEND", _enum(CacheBackend), default_backend)
         if backend is CacheBackend.REDIS and redis_url is None:
             raise ConfigError("CACHE_BACKEND: 'redis' needs REDIS_URL to be set")
+        near = read.get("CACHE_NEAR", _bool, backend is CacheBackend.REDIS)
+        if near and backend is not CacheBackend.REDIS:
+            raise ConfigError("CACHE_NEAR: the near cache needs CACHE_BACKEND=redis (its invalidations come from Redis)")
+        ttl = read.get("CACHE_TTL_SECONDS", _positive(float), cls.cache_ttl_seconds)
         settings = cls(
             grpc_address=read.get("GRPC_ADDRESS", _address, cls.grpc_address),
             database_url=database_url,
             embedded_pg_dir=read.get("EMBEDDED_PG_DIR", Path, cls.embedded_pg_dir),
             redis_url=Secret(redis_url) if redis_url else None,
             cache_backend=backend,
-            cache_ttl_seconds=read.get("CACHE_TTL_SECONDS", _positive(float), cls.cache_ttl_seconds),
+            cache_ttl_seconds=ttl,
+            cache_user_ttl_seconds=read.get("CACHE_USER_TTL_SECONDS", _positive(float), ttl),
+            cache_session_ttl_seconds=read.get("CACHE_SESSION_TTL_SECONDS", _positive(float), ttl),
+            cache_content_ttl_seconds=read.get("CACHE_CONTENT_TTL_SECONDS", _positive(float), ttl),
+            cache_negative_ttl_seconds=read.get(
+                "CACHE_NEGATIVE_TTL_SECONDS", _non_negative(float), cls.cache_negative_ttl_seconds
+            ),
+            cache_near=near,
+            cache_near_max_bytes=read.get("CACHE_NEAR_MAX_BYTES", _positive(int), cls.cache_near_max_bytes),
+            cache_near_ttl_seconds=read.get("CACHE_NEAR_TTL_SECONDS", _positive(float), cls.cache_near_ttl_seconds),
+            cache_near_heartbeat_seconds=read.get(
+                "CACHE_NEAR_HEARTBEAT_SECONDS", _positive(float), cls.cache_near_heartbeat_seconds
+            ),
+            cache_near_max_lag_seconds=read.get(
+                "CACHE_NEAR_MAX_LAG_SECONDS", _positive(float), cls.cache_near_max_lag_seconds
+            ),
+            cache_outbox_sweep_seconds=read.get(
+                "CACHE_OUTBOX_SWEEP_SECONDS", _non_negative(float), cls.cache_outbox_sweep_seconds
+            ),
+            cache_outbox_grace_seconds=read.get(
+                "CACHE_OUTBOX_GRACE_SECONDS", _non_negative(float), cls.cache_outbox_grace_seconds
+            ),
             redis_timeout_seconds=read.get("REDIS_TIMEOUT_SECONDS", _positive(float), cls.redis_timeout_seconds),
             db_pool_min_size=read.get("DB_POOL_MIN_SIZE", _non_negative_int, cls.db_pool_min_size),
             db_pool_max_size=read.get("DB_POOL_MAX_SIZE", _positive(int), cls.db_pool_max_size),

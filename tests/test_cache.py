@@ -13,11 +13,13 @@ import redis.asyncio as redis
 from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 from google.protobuf import field_mask_pb2
+from prometheus_client import CollectorRegistry
 
 from server.cache import keys
 from server.cache import redis as cache_redis
 from server.cache.base import Cache, Lookup
 from server.cache.memory import MemoryCache
+from server.cache.metrics import CacheMetrics
 from server.cache.redis import RedisCache
 from tests.backends import RedisServer, free_port
 from tests.harness import settings_for, unique_email
@@ -84,7 +86,7 @@ async def test_lookup_follows_an_email_change_and_a_reused_email(cached_users):
 
 @pytest.fixture(params=["redis", "memory"])
 async def cache(request, redis_url) -> AsyncIterator[Cache]:
-    cache = RedisCache(redis_url, timeout_seconds=1.0) if request.param == "redis" else MemoryCache()
+    cache = RedisCache(redis_url, CacheMetrics(CollectorRegistry()), timeout_seconds=1.0) if request.param == "redis" else MemoryCache()
     yield cache
     await cache.aclose()
 
@@ -115,8 +117,8 @@ async def test_redis_entries_are_namespaced_serialized_users_tagged_with_the_epo
     await get(users, user.id)
     client = redis.Redis.from_url(redis_url)
     try:
-        stored = await client.get(f"dataservice:v2:user:{user.id}")
-        epoch = await client.get("dataservice:v2:epoch")
+        stored = await client.get(keys.user(uuid.UUID(user.id)))
+        epoch = await client.get(keys.EPOCH)
         run_id = (await client.info("server"))["run_id"]
     finally:
         await client.aclose()
@@ -155,7 +157,7 @@ async def test_a_redis_pause_slows_calls_and_the_delayed_invalidation_lands_afte
         users = user_service_pb2_grpc.UserServiceStub(channel)
         user, bystander = await make_user(users), await make_user(users)
         await get(users, user.id)
-        key = f"dataservice:v2:user:{user.id}"
+        key = keys.user(uuid.UUID(user.id))
         assert await admin.exists(key), "the read filled the cache"
 
         await admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
@@ -185,7 +187,7 @@ async def test_a_lost_invalidation_is_retried_and_its_key_bypassed_until_then(da
         users = user_service_pb2_grpc.UserServiceStub(channel)
         user = await make_user(users)
         await get(users, user.id)
-        key = f"dataservice:v2:user:{user.id}"
+        key = keys.user(uuid.UUID(user.id))
         assert await admin.exists(key)
 
         await admin.execute_command("ACL", "SETUSER", "svc", "-del")
@@ -209,9 +211,9 @@ async def test_a_retry_in_flight_does_not_confirm_a_newer_failed_invalidation(pr
     W1 and W2's invalidation fails too. When the retry's reply arrives, the key must stay bypassed (W2's
     delete is still owed), or the writer would serve W1 after its own W2. Redis faults are injected into the
     writer's client; Redis itself is real."""
-    monkeypatch.setattr(cache_redis, "_RETRY_FIRST_SECONDS", 0.001)
-    writer = RedisCache(private_redis.url, timeout_seconds=0.5)
-    other_replica = RedisCache(private_redis.url, timeout_seconds=0.5)
+    monkeypatch.setattr(cache_redis, "_PROBE_FIRST_SECONDS", 0.001)
+    writer = RedisCache(private_redis.url, CacheMetrics(CollectorRegistry()), timeout_seconds=0.5)
+    other_replica = RedisCache(private_redis.url, CacheMetrics(CollectorRegistry()), timeout_seconds=0.5)
     key = keys.user(uuid.uuid4())
     real_delete = writer._client.delete
     attempts = 0
@@ -244,7 +246,7 @@ async def test_invalidations_still_owed_at_shutdown_are_made_before_closing(priv
     admin = redis.Redis.from_url(private_redis.url)
     key = keys.user(uuid.uuid4())
     await admin.set(key, b"replaced by a committed write")
-    cache = RedisCache(private_redis.url, timeout_seconds=0.5)
+    cache = RedisCache(private_redis.url, CacheMetrics(CollectorRegistry()), timeout_seconds=0.5)
     real_delete = cache._client.delete
     failures = iter([True])
 
@@ -253,7 +255,7 @@ async def test_invalidations_still_owed_at_shutdown_are_made_before_closing(priv
             raise redis.ConnectionError("injected: connection lost")
         return await real_delete(*names)
 
-    monkeypatch.setattr(cache_redis, "_RETRY_FIRST_SECONDS", 60.0)  # the retry would come too late
+    monkeypatch.setattr(cache_redis, "_PROBE_FIRST_SECONDS", 60.0)  # the retry would come too late
     monkeypatch.setattr(cache._client, "delete", delete)
     await cache.invalidate(key)
     await cache.aclose()  # SIGTERM right after the write
@@ -306,12 +308,16 @@ async def test_entries_restored_from_an_older_snapshot_are_never_served(
         admin = redis.Redis.from_url(snapshotting_redis.url)
         assert await admin.exists(user_key, email_key) == 2, "the snapshot brought the replaced entries back"
 
-        for _ in range(3):
-            assert await get(users, user.id) == updated
-            assert (await users.LookupUser(pb.LookupUserRequest(email=user.email))).user == updated
         run_id = await run_id_of(snapshotting_redis.url)
-        for key in (user_key, email_key):
-            assert (await admin.get(key)).startswith(run_id + b"|"), "refilled under the new server's epoch"
+        refilled: list[bytes] = []
+        for _ in range(100):  # the first call after the restart fails on a dead connection, and the breaker
+            assert await get(users, user.id) == updated  # then sends reads to PostgreSQL until a probe succeeds
+            assert (await users.LookupUser(pb.LookupUserRequest(email=user.email))).user == updated
+            refilled = [key for key in (user_key, email_key) if (await admin.get(key) or b"").startswith(run_id + b"|")]
+            if len(refilled) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(refilled) == 2, "refilled under the new server's epoch"
     await admin.aclose()
     restarts = [record for record in caplog.records if "restarted" in record.getMessage()]
     assert len(restarts) == 1 and restarts[0].run_id == run_id.decode()
@@ -321,14 +327,14 @@ async def test_a_lease_restored_from_an_older_snapshot_cannot_fill(snapshotting_
     """A slow reader takes a lease, Redis snapshots, a writer's invalidation deletes the lease, and Redis
     crashes and restarts from the snapshot, lease included. The reader's fill, with what it read before the
     write, must be refused."""
-    reader = RedisCache(snapshotting_redis.url, timeout_seconds=1.0)
+    reader = RedisCache(snapshotting_redis.url, CacheMetrics(CollectorRegistry()), timeout_seconds=1.0)
     key = keys.user(uuid.uuid4())
     lease = (await reader.get_or_lease(key)).lease
     assert lease is not None
     await reader.aclose()
     admin = redis.Redis.from_url(snapshotting_redis.url)
     await admin.save()
-    writer = RedisCache(snapshotting_redis.url, timeout_seconds=1.0)
+    writer = RedisCache(snapshotting_redis.url, CacheMetrics(CollectorRegistry()), timeout_seconds=1.0)
     await writer.invalidate(key)
     await writer.aclose()
     await admin.aclose()
@@ -336,8 +342,8 @@ async def test_a_lease_restored_from_an_older_snapshot_cannot_fill(snapshotting_
     snapshotting_redis.kill()
     snapshotting_redis.start()
     admin = redis.Redis.from_url(snapshotting_redis.url)
-    assert await admin.exists(f"{key}:lease"), "the snapshot brought the deleted lease back"
-    reader = RedisCache(snapshotting_redis.url, timeout_seconds=1.0)  # the token is all a fill needs
+    assert await admin.exists(keys.lease(key)), "the snapshot brought the deleted lease back"
+    reader = RedisCache(snapshotting_redis.url, CacheMetrics(CollectorRegistry()), timeout_seconds=1.0)  # the token is all a fill needs
     assert await reader.fill(key, lease, b"read before the write", 60) is False
     assert (await reader.get_or_lease(key)).value is None
     await reader.aclose()
@@ -347,7 +353,7 @@ async def test_a_lease_restored_from_an_older_snapshot_cannot_fill(snapshotting_
 async def test_entries_stay_valid_when_the_epoch_key_alone_is_lost(private_redis):
     """The epoch key evicted or deleted on the live server: what was cached on it stays valid (that server
     applied every invalidation since), and new entries are filled and served."""
-    cache = RedisCache(private_redis.url, timeout_seconds=1.0)
+    cache = RedisCache(private_redis.url, CacheMetrics(CollectorRegistry()), timeout_seconds=1.0)
     cached, new = keys.user(uuid.uuid4()), keys.user(uuid.uuid4())
     assert await cache.fill(cached, (await cache.get_or_lease(cached)).lease, b"cached", 60)
     admin = redis.Redis.from_url(private_redis.url)
@@ -397,9 +403,11 @@ async def test_a_redis_outage_is_logged_once_and_its_end_once(database_url, star
 
 async def test_a_long_redis_outage_is_summarized_once_per_interval(private_redis, caplog):
     """Redis down for several intervals: one line when it goes, then at most one per interval counting the
-    failed operations, and one when it is back; together they count every failure."""
+    failed operations, and one when it is back; together they count every failure. The breaker spares most
+    calls the attempt: only its probes fail."""
     caplog.set_level(logging.WARNING, logger=cache_redis.__name__)
-    cache = RedisCache(private_redis.url, timeout_seconds=0.2, outage_summary_seconds=0.2)
+    registry = CollectorRegistry()
+    cache = RedisCache(private_redis.url, CacheMetrics(registry), timeout_seconds=0.2, outage_summary_seconds=0.2)
     key = keys.user(uuid.uuid4())
     private_redis.stop()
     started = asyncio.get_running_loop().time()
@@ -408,10 +416,15 @@ async def test_a_long_redis_outage_is_summarized_once_per_interval(private_redis
         await asyncio.sleep(0.02)
     elapsed = asyncio.get_running_loop().time() - started
     private_redis.start()
-    assert (await cache.get_or_lease(key)).lease is not None
+    while (await cache.get_or_lease(key)).lease is None:  # until the breaker's next probe
+        await asyncio.sleep(0.02)
     await cache.aclose()
     lines = [record for record in caplog.records if record.name == cache_redis.__name__]
     messages = [line.getMessage() for line in lines]
     assert messages[0] == "cache unavailable" and messages[-1] == "cache available again"
-    assert set(messages[1:-1]) == {"cache still unavailable"} and len(messages) - 2 <= elapsed / 0.2
-    assert sum(line.failed_operations for line in lines) == 30
+    assert set(messages[1:-1]) <= {"cache still unavailable"} and len(messages) - 2 <= elapsed / 0.2
+    failures = sum(
+        registry.get_sample_value("dataservice_cache_errors_total", {"operation": operation}) or 0
+        for operation in ("read", "probe")
+    )
+    assert sum(line.failed_operations for line in lines) == failures < 30

@@ -430,7 +430,7 @@ async def test_delete_content_with_a_stale_etag_is_aborted_and_with_the_current_
 async def read_twice(contents, cache: redis.Redis, content_id: str) -> pb.Content:
     """Reads content so that the cache holds it: the first read fills the entry, the second is served by it."""
     first = await get(contents, content_id)
-    assert await cache.exists(f"dataservice:v2:content:{content_id}"), "the content is cached"
+    assert await cache.exists(f"dataservice:v3:content:{content_id}"), "the content is cached"
     assert await get(contents, content_id) == first
     return first
 

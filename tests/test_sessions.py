@@ -100,7 +100,7 @@ def sha256(token: str) -> bytes:
 
 def cache_key(token: str) -> str:
     """The documented key of a cached session: the hex SHA-256 of its token, never the token."""
-    return f"dataservice:v2:session:{sha256(token).hex()}"
+    return f"dataservice:v3:session:{sha256(token).hex()}"
 
 
 def at(timestamp) -> datetime:
@@ -664,7 +664,7 @@ async def test_a_cached_session_of_a_deleted_user_is_refused_at_once(sessions, u
     await sessions.GetSession(pb.GetSessionRequest(token=created.token))
     await sessions.GetSession(pb.GetSessionRequest(token=created.token))
     token_hash = hashlib.sha256(created.token.encode()).digest()
-    assert await cache.exists(f"dataservice:v2:session:{token_hash.hex()}"), "the session is cached"
+    assert await cache.exists(f"dataservice:v3:session:{token_hash.hex()}"), "the session is cached"
     await users.DeleteUser(users_pb.DeleteUserRequest(id=user_id))
     await refused(sessions.GetSession(pb.GetSessionRequest(token=created.token)))
 

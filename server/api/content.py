@@ -18,6 +18,7 @@ from server.cache.content import Contents
 from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.content import ContentChanges, ContentFilter, ContentOrder, ContentStatus, NewContent, RankCursor
 from server.errors import Unimplemented, clip
+from server.messages.common import repeated_field
 from server.messages.content import STATUS_FROM_MESSAGE, fill_content
 
 MAX_TITLE_CHARS = 300
@@ -41,6 +42,8 @@ _ORDERS = {
 }
 _STATUS_NAMES = "CONTENT_STATUS_DRAFT, CONTENT_STATUS_PUBLISHED or CONTENT_STATUS_ARCHIVED"
 _LAST_MOMENT = datetime.max.replace(tzinfo=UTC)  # the latest Timestamp there is; nothing is created after it
+
+_CONTENTS_FIELD = pb.BatchGetContentsResponse.DESCRIPTOR.fields_by_name["contents"].number
 
 
 class ContentServicer(pb_grpc.ContentServiceServicer):
@@ -87,14 +90,18 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         ids = _ids(check, request.ids)
         check.raise_if_any()
         found = await self._contents.get_many(ids)
-        response = pb.BatchGetContentsResponse()
-        add_content = response.contents.add
+        # The response is assembled from the serialized contents as they are (cached or just read) and parsed
+        # once: building each Content field by field would cost more than the whole cached read.
+        contents: list[bytes] = []
+        missing: list[str] = []
         for content_id, text in zip(ids, request.ids):
-            content = found.get(content_id)
-            if content is None:
-                response.missing_ids.append(text)
+            value = found.get(content_id)
+            if value is None:
+                missing.append(text)
             else:
-                fill_content(add_content(), content)
+                contents.append(value)
+        response = pb.BatchGetContentsResponse.FromString(repeated_field(_CONTENTS_FIELD, contents))
+        response.missing_ids.extend(missing)
         return response
 
     async def ListContents(

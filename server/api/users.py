@@ -62,13 +62,18 @@ class UserServicer(pb_grpc.UserServiceServicer):
         check = Violations()
         user_id = check.uuid("id", request.id)
         check.raise_if_any()
-        return pb.GetUserResponse(user=user_message(await self._users.get(user_id)))
+        response = pb.GetUserResponse()
+        # The serialized User, parsed once, where the response holds it: a cache hit converts nothing else.
+        response.user.MergeFromString(await self._users.get(user_id))
+        return response
 
     async def LookupUser(self, request: pb.LookupUserRequest, context: grpc.aio.ServicerContext) -> pb.LookupUserResponse:
         check = Violations()
         email = check.email("email", request.email)
         check.raise_if_any()
-        return pb.LookupUserResponse(user=user_message(await self._users.get_by_email(email)))
+        response = pb.LookupUserResponse()
+        response.user.MergeFromString(await self._users.get_by_email(email))
+        return response
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
         size = paging.page_size(request.page_size)

@@ -10,8 +10,17 @@ Only one reader per key holds a lease at a time, so a popular miss causes one fi
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+# The value of a negative entry: the database had no such row. No serialized message starts with a zero byte
+# (field number 0 does not exist), and an id link is ASCII, so no real value can be mistaken for it.
+MISSING = b"\x00"
+
+
+class NotConfirmed(Exception):
+    """The cache did not confirm an invalidation (it is owed, and retried in the background)."""
 
 
 def jittered(ttl_seconds: float) -> float:
@@ -28,17 +37,44 @@ class Lookup:
     lease: str | None = None
 
 
+@dataclass(frozen=True)
+class Fill:
+    """One entry to store under the lease its reader took."""
+
+    key: str
+    lease: str
+    value: bytes
+    ttl_seconds: float
+
+
 class Cache(Protocol):
     """Bytes by key with leases. Implementations never raise on a backend failure: a failing cache is a miss."""
+
+    def cached(self, key: str) -> bytes | None:
+        """The value of ``key`` if this process holds it: no I/O, no lease. None when it must be asked for."""
 
     async def get_or_lease(self, key: str) -> Lookup:
         """The value of ``key``; on a miss, also try to take the key's lease (None when another reader has it)."""
 
+    async def get_many_or_lease(self, keys: Sequence[str]) -> list[Lookup]:
+        """``get_or_lease`` of every key, in order, in one round trip."""
+
+    async def get_linked(self, key: str, target_prefix: str) -> tuple[bytes | None, bytes | None]:
+        """The value of ``key`` and, when it is cached, the value of the entry it names (``target_prefix`` +
+        the value), in one round trip and without leases: a lookup by an alternate key."""
+
     async def fill(self, key: str, lease: str, value: bytes, ttl_seconds: float) -> bool:
         """Stores ``value`` if ``lease`` is still the key's lease; False when a write invalidated it meanwhile."""
 
-    async def invalidate(self, *keys: str) -> None:
-        """Deletes the values and leases of ``keys``; called after the write that changed them commits."""
+    async def fill_many(self, fills: Sequence[Fill]) -> None:
+        """``fill`` of every entry, in one round trip."""
+
+    async def invalidate(self, *keys: str) -> bool:
+        """Deletes the values and leases of ``keys``; called after the write that changed them commits. True
+        once the backend has done it; False when it is owed (it is retried in the background)."""
+
+    def set_recovery(self, recover: Callable[[], Awaitable[object]]) -> None:
+        """What must run after an outage of a shared cache before its entries are served again."""
 
     async def aclose(self) -> None:
         """Releases connections."""
@@ -47,13 +83,28 @@ class Cache(Protocol):
 class NoCache:
     """The cache that is not there (CACHE_BACKEND=none): every read goes to the database."""
 
+    def cached(self, key: str) -> bytes | None:
+        return None
+
     async def get_or_lease(self, key: str) -> Lookup:
         return Lookup(None)
+
+    async def get_many_or_lease(self, keys: Sequence[str]) -> list[Lookup]:
+        return [Lookup(None)] * len(keys)
+
+    async def get_linked(self, key: str, target_prefix: str) -> tuple[bytes | None, bytes | None]:
+        return None, None
 
     async def fill(self, key: str, lease: str, value: bytes, ttl_seconds: float) -> bool:
         return False
 
-    async def invalidate(self, *keys: str) -> None:
+    async def fill_many(self, fills: Sequence[Fill]) -> None:
+        return None
+
+    async def invalidate(self, *keys: str) -> bool:
+        return True
+
+    def set_recovery(self, recover: Callable[[], Awaitable[object]]) -> None:
         return None
 
     async def aclose(self) -> None:

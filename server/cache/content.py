@@ -10,7 +10,7 @@ from uuid import UUID
 from dataservice.v1 import content_service_pb2 as content_pb
 
 from server.cache import keys
-from server.cache.base import Cache, jittered
+from server.cache.readthrough import Loaded, ReadThrough
 from server.db.database import Database
 from server.domain.common import CreateRequest, PageCursor
 from server.domain.content import (
@@ -22,6 +22,7 @@ from server.domain.content import (
     RankCursor,
     SearchHit,
 )
+from server.errors import NotFound
 from server.messages.content import fill_content
 from server.store import content as store
 
@@ -34,27 +35,38 @@ class Contents:
     dataclass and back.
     """
 
-    def __init__(self, db: Database, cache: Cache, *, ttl_seconds: float) -> None:
+    def __init__(self, db: Database, reads: ReadThrough) -> None:
         self._db = db
-        self._cache = cache
-        self._ttl = ttl_seconds
+        self._reads = reads
 
     async def get(self, content_id: UUID) -> bytes:
         """The content as a serialized dataservice.v1.Content."""
-        key = keys.content(content_id)
-        cached = await self._cache.get_or_lease(key)
-        if cached.value is not None:
-            return cached.value
-        content = await store.get_content(self._db, content_id)
-        value = fill_content(content_pb.Content(), content).SerializeToString()
-        if cached.lease is not None:
-            await self._cache.fill(key, cached.lease, value, jittered(self._ttl))
+        value = await self._reads.read(keys.content(content_id), lambda: self._load(content_id))
+        if value is None:
+            raise NotFound("Content", str(content_id))
         return value
 
-    async def get_many(self, content_ids: list[UUID]) -> dict[UUID, Content]:
-        """The content of each id that has some, in one query to PostgreSQL: the cache has no multi-key read,
-        and one round trip for the whole batch is what makes a batch cheap per item."""
-        return await store.get_contents(self._db, content_ids)
+    async def _load(self, content_id: UUID) -> Loaded:
+        try:
+            content = await store.get_content(self._db, content_id)
+        except NotFound:
+            return Loaded(None)
+        return Loaded(_serialized(content))
+
+    async def get_many(self, content_ids: list[UUID]) -> dict[UUID, bytes]:
+        """The serialized content of each id that has some: one cache round trip for the batch, one query to
+        PostgreSQL for the misses, one round trip for their fills."""
+        unique = list(dict.fromkeys(content_ids))
+
+        async def load(missed: list[int]) -> list[Loaded]:
+            found = await store.get_contents(self._db, [unique[index] for index in missed])
+            return [
+                Loaded(_serialized(content) if (content := found.get(unique[index])) is not None else None)
+                for index in missed
+            ]
+
+        values = await self._reads.read_many([keys.content(content_id) for content_id in unique], load)
+        return {content_id: value for content_id, value in zip(unique, values, strict=True) if value is not None}
 
     async def list(
         self, where: ContentFilter, order: ContentOrder, *, after: PageCursor | None, limit: int
@@ -67,7 +79,7 @@ class Contents:
         return await store.search_contents(self._db, query, where, after=after, limit=limit)
 
     async def create(self, new: NewContent, request: CreateRequest | None) -> Content:
-        # Nothing to invalidate: a new id has no entry (misses are not cached).
+        # Nothing to invalidate: the id is new, so no reader can have cached "no such content" for it.
         return await store.create_content(self._db, new, request)
 
     async def update(self, content_id: UUID, changes: ContentChanges, *, expected_version: int | None) -> Content:
@@ -85,4 +97,8 @@ class Contents:
         try:
             yield
         finally:
-            await asyncio.shield(self._cache.invalidate(key))
+            await asyncio.shield(self._reads.invalidate(key))
+
+
+def _serialized(content: Content) -> bytes:
+    return fill_content(content_pb.Content(), content).SerializeToString()

@@ -4,14 +4,32 @@ from __future__ import annotations
 
 from server.cache.base import Cache, NoCache
 from server.cache.memory import MemoryCache
+from server.cache.metrics import CacheMetrics
+from server.cache.near import NearCache
 from server.cache.redis import RedisCache
 from server.config import CacheBackend, Settings
 
 
-def create_cache(settings: Settings) -> Cache:
+def create_cache(settings: Settings, metrics: CacheMetrics) -> Cache:
+    """The cache; a near cache starts following Redis's invalidations at once (it needs a running loop)."""
     if settings.cache_backend is CacheBackend.REDIS:
         assert settings.redis_url is not None  # Settings.from_env refuses redis without REDIS_URL
-        return RedisCache(settings.redis_url.reveal(), timeout_seconds=settings.redis_timeout_seconds)
+        url = settings.redis_url.reveal()
+        shared = RedisCache(url, metrics, timeout_seconds=settings.redis_timeout_seconds)
+        if not settings.cache_near:
+            return shared
+        near = NearCache(
+            shared,
+            url,
+            metrics,
+            max_bytes=settings.cache_near_max_bytes,
+            ttl_seconds=settings.cache_near_ttl_seconds,
+            timeout_seconds=settings.redis_timeout_seconds,
+            heartbeat_seconds=settings.cache_near_heartbeat_seconds,
+            max_lag_seconds=settings.cache_near_max_lag_seconds,
+        )
+        near.start()
+        return near
     if settings.cache_backend is CacheBackend.MEMORY:
         return MemoryCache()
     return NoCache()

@@ -6,7 +6,8 @@ never served past its session's expiry: it is filled with a lifetime no longer t
 left, and a hit is checked against expire_time all the same (an entry that has outlived it goes to the
 database, which knows whether a refresh moved it). Revocations and token replacements invalidate the keys
 after they commit, and the lease rule (server/cache/base.py) refuses any fill that began before them, so a
-revoked token is refused at once. The purge deletes only ended sessions, which no entry can outlive, so it
+revoked token is refused at once. An unknown token is cached as such for a few seconds (it can never become
+valid: tokens are random and new). The purge deletes only ended sessions, which no entry can outlive, so it
 invalidates nothing.
 """
 
@@ -21,7 +22,7 @@ from uuid import UUID
 from dataservice.v1 import session_service_pb2 as session_pb
 
 from server.cache import keys
-from server.cache.base import Cache, jittered
+from server.cache.readthrough import Loaded, ReadThrough
 from server.db.database import Database
 from server.domain.common import CreateRequest, PageCursor
 from server.domain.sessions import Issued, NewSession, Session, new_token, token_hash
@@ -32,10 +33,9 @@ from server.store import sessions as store
 class Sessions:
     """The one object SessionService calls; whether a token check came from the cache is invisible to it."""
 
-    def __init__(self, db: Database, cache: Cache, *, ttl_seconds: float) -> None:
+    def __init__(self, db: Database, reads: ReadThrough) -> None:
         self._db = db
-        self._cache = cache
-        self._ttl = ttl_seconds
+        self._reads = reads
 
     async def create(self, new: NewSession, request: CreateRequest | None) -> Issued:
         """A new session with a new token; for a retried request, the session it made under a new token."""
@@ -60,24 +60,26 @@ class Sessions:
         """The live session of ``token``, recorded as seen if it was last seen a minute ago or more; None when
         the token is unknown, malformed, revoked or expired."""
         hashed = token_hash(token)
-        key = keys.session(hashed)
         now = datetime.now(UTC)
-        cached = await self._cache.get_or_lease(key)
-        if cached.value is not None:
-            session = session_from_message(session_pb.Session.FromString(cached.value))
-            if session.is_live(now):
-                return await self._record_last_seen(hashed, session) if session.needs_last_seen(now) else session
-            # Past its expiry: not served. Without a lease nothing is filled; the database has the last word.
+        value = await self._reads.read(keys.session(hashed), lambda: self._load(hashed, now))
+        if value is None:
+            return None
+        session = session_from_message(session_pb.Session.FromString(value))
+        if not session.is_live(now):
+            # An entry that outlived its session's expiry is not served: the database has the last word (a
+            # refresh may have moved the expiry).
+            session = await store.get_live_session(self._db, hashed)
+            if session is None:
+                return None
+        return await self._record_last_seen(hashed, session) if session.needs_last_seen(now) else session
+
+    async def _load(self, hashed: bytes, now: datetime) -> Loaded:
         session = await store.get_live_session(self._db, hashed)
         if session is None:
-            return None
-        if session.needs_last_seen(now):
-            return await self._record_last_seen(hashed, session)  # its invalidation voids the lease: no fill
-        time_left = (session.expires_at - now).total_seconds()
-        if cached.lease is not None and time_left > 0:
-            entry = session_message(session).SerializeToString()
-            await self._cache.fill(key, cached.lease, entry, min(jittered(self._ttl), time_left))
-        return session
+            return Loaded(None)
+        # A session about to be recorded as seen is not cached: that write invalidates it anyway.
+        time_left = 0.0 if session.needs_last_seen(now) else (session.expires_at - now).total_seconds()
+        return Loaded(session_message(session).SerializeToString(), max_ttl_seconds=time_left)
 
     async def _record_last_seen(self, hashed: bytes, session: Session) -> Session:
         """``session`` with last_seen_at moved to now, written once however many readers try at once; as read
@@ -124,4 +126,4 @@ class Sessions:
             yield stale
         finally:
             if stale:
-                await asyncio.shield(self._cache.invalidate(*(keys.session(hashed) for hashed in stale)))
+                await asyncio.shield(self._reads.invalidate(*(keys.session(hashed) for hashed in stale)))

@@ -1,4 +1,8 @@
-"""Users as the servicer sees them: point reads through the cache, writes to the store, then invalidation."""
+"""Users as the servicer sees them: point reads through the cache, writes to the store, then invalidation.
+
+Reads answer the serialized User, which is what the cache holds: a hit is handed out as it is, for the servicer
+to parse once, straight into its response.
+"""
 
 from __future__ import annotations
 
@@ -11,50 +15,78 @@ from uuid import UUID
 from dataservice.v1 import user_service_pb2 as user_pb
 
 from server.cache import keys
-from server.cache.base import Cache, jittered
+from server.cache.base import MISSING
+from server.cache.readthrough import Loaded, ReadThrough
 from server.db.database import Database
 from server.domain.common import CreateRequest, PageCursor
 from server.domain.users import Created, Credentials, User, UserChanges, email_key
 from server.errors import NotFound
-from server.messages.users import user_from_message, user_message
+from server.messages.users import user_message
 from server.store import users as store
 
 
 class Users:
     """The one object UserService calls; whether a read came from the cache is invisible to it."""
 
-    def __init__(self, db: Database, cache: Cache, *, ttl_seconds: float) -> None:
+    def __init__(self, db: Database, reads: ReadThrough) -> None:
         self._db = db
-        self._cache = cache
-        self._ttl = ttl_seconds
+        self._reads = reads
 
-    async def get(self, user_id: UUID) -> User:
-        key = keys.user(user_id)
-        cached = await self._cache.get_or_lease(key)
-        if cached.value is not None:
-            return user_from_message(user_pb.User.FromString(cached.value))
-        user = await store.get_user(self._db, user_id)
-        if cached.lease is not None:
-            await self._cache.fill(key, cached.lease, user_message(user).SerializeToString(), jittered(self._ttl))
-        return user
+    async def get(self, user_id: UUID) -> bytes:
+        """The user as a serialized dataservice.v1.User."""
+        value = await self._reads.read(keys.user(user_id), lambda: self._load(user_id))
+        if value is None:
+            raise NotFound("User", str(user_id))
+        return value
 
-    async def get_by_email(self, email: str) -> User:
-        """The user with ``email``; the cached email→id link is trusted only if that user still has the email."""
-        key = keys.user_email(email)
-        cached = await self._cache.get_or_lease(key)
-        if cached.value is not None:
-            try:
-                user = await self.get(UUID(cached.value.decode()))
-            except NotFound:
-                user = None
-            if user is not None and email_key(user.email) == email_key(email):
-                return user
-            await self._cache.invalidate(key)
-            cached = await self._cache.get_or_lease(key)
-        user = await store.get_user_by_email(self._db, email)
-        if cached.lease is not None:
-            await self._cache.fill(key, cached.lease, str(user.id).encode(), jittered(self._ttl))
-        return user
+    async def _load(self, user_id: UUID) -> Loaded:
+        try:
+            user = await store.get_user(self._db, user_id)
+        except NotFound:
+            return Loaded(None)
+        return Loaded(user_message(user).SerializeToString())
+
+    async def get_by_email(self, email: str) -> bytes:
+        """The user with ``email``, as a serialized dataservice.v1.User.
+
+        The email's entry links to the user's id and is trusted only if that user still has the email (an email
+        change leaves the old link behind). On a hit, the link and the user come in one round trip.
+        """
+        link_key = keys.user_email(email)
+        link, value = await self._reads.read_linked(link_key, keys.USER_PREFIX)
+        if link == MISSING:
+            raise NotFound("User", email)
+        if link is not None:
+            if value is None:
+                value = await self._get_or_none(UUID(link.decode()))
+            if value is not None and _has_email(value, email):
+                return value
+            await self._reads.invalidate(link_key)  # a link left behind by an email change or a deletion
+        found: list[bytes] = []
+        user_id = await self._reads.read(link_key, lambda: self._load_link(email, found))
+        if found:  # this read loaded the user from the database along with the link
+            return found[0]
+        if user_id is None:
+            raise NotFound("User", email)
+        value = await self._get_or_none(UUID(user_id.decode()))
+        if value is None or not _has_email(value, email):
+            # The email moved between the link's read and the user's: the database decides.
+            return user_message(await store.get_user_by_email(self._db, email)).SerializeToString()
+        return value
+
+    async def _get_or_none(self, user_id: UUID) -> bytes | None:
+        try:
+            return await self.get(user_id)
+        except NotFound:
+            return None
+
+    async def _load_link(self, email: str, found: list[bytes]) -> Loaded:
+        try:
+            user = await store.get_user_by_email(self._db, email)
+        except NotFound:
+            return Loaded(None)
+        found.append(user_message(user).SerializeToString())
+        return Loaded(str(user.id).encode())
 
     async def list(self, *, after: PageCursor | None, limit: int) -> list[User]:
         return await store.list_users(self._db, after=after, limit=limit)
@@ -74,19 +106,23 @@ class Users:
         password_hash: str,
         request: CreateRequest | None,
     ) -> Created:
-        # Nothing to invalidate: an email link left by a deleted user fails its check on read.
-        return await store.create_user(
-            self._db,
-            email=email,
-            display_name=display_name,
-            preferences=preferences,
-            password_hash=password_hash,
-            request=request,
-        )
+        # The email's entry may say "no such user" (a lookup before the email was taken).
+        async with self._invalidating(keys.user_email(email)):
+            return await store.create_user(
+                self._db,
+                email=email,
+                display_name=display_name,
+                preferences=preferences,
+                password_hash=password_hash,
+                request=request,
+            )
 
     async def update(self, user_id: UUID, changes: UserChanges, *, expected_version: int | None) -> User:
-        async with self._invalidating(keys.user(user_id)):
-            return await store.update_user(self._db, user_id, changes, expected_version=expected_version)
+        async with self._invalidating(keys.user(user_id)) as stale:
+            user = await store.update_user(self._db, user_id, changes, expected_version=expected_version)
+            if changes.email is not None:
+                stale.append(keys.user_email(user.email))  # it may say "no such user"
+            return user
 
     async def set_password_hash(self, user_id: UUID, *, new_hash: str, old_hash: str) -> User:
         async with self._invalidating(keys.user(user_id)):  # the row's version (etag) and update time move
@@ -102,9 +138,14 @@ class Users:
     async def _invalidating(self, *cache_keys: str) -> AsyncIterator[list[str]]:
         """Invalidates ``cache_keys``, and the keys the block adds to the list it is given, after the block —
         also when it failed or was cancelled: the write may have committed anyway (a cancelled statement can
-        still commit on the server), and a needless invalidation costs one miss."""
+        still commit on the server), and a needless invalidation costs one miss. The write's transaction
+        recorded them in the outbox too (server/cache/outbox.py), for when this process cannot."""
         stale = list(cache_keys)
         try:
             yield stale
         finally:
-            await asyncio.shield(self._cache.invalidate(*stale))
+            await asyncio.shield(self._reads.invalidate(*stale))
+
+
+def _has_email(value: bytes, email: str) -> bool:
+    return email_key(user_pb.User.FromString(value).email) == email_key(email)

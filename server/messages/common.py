@@ -30,6 +30,22 @@ def _seconds(value: datetime) -> int:
     return delta.days * 86400 + delta.seconds
 
 
+def repeated_field(field_number: int, serialized: list[bytes]) -> bytes:
+    """The wire form of a repeated message field holding ``serialized`` messages, as a message that has only that
+    field serializes: each one tagged as field ``field_number`` (length-delimited) and prefixed with its length."""
+    tag = _varint(field_number << 3 | 2)
+    return b"".join(part for value in serialized for part in (tag, _varint(len(value)), value))
+
+
+def _varint(number: int) -> bytes:
+    out = bytearray()
+    while number > 0x7F:
+        out.append(number & 0x7F | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(value)
