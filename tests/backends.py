@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -101,9 +102,19 @@ class RedisServer:
     def stop(self) -> None:
         """Shuts the server down as SIGTERM does (which, with snapshots, saves one first)."""
         if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)  # a paused server could not act on the SIGTERM
             self._process.terminate()
             self._process.wait(10)
             self._process = None
+
+    def pause(self) -> None:
+        """Freezes the server with SIGSTOP: connections stay open and nothing answers, as in a long stall."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """Kills the server with SIGKILL: a crash, with no snapshot taken on the way down."""

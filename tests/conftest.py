@@ -131,3 +131,11 @@ async def cache(redis_url: str) -> AsyncIterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[backends.RedisServer]:
+    """A Redis of the test's own, which it may stop, pause, kill or flush."""
+    server = backends.RedisServer()
+    yield server
+    server.close()

@@ -1,10 +1,11 @@
-"""A TCP proxy between the server under test and PostgreSQL, for connection-loss tests that need no timing luck.
+"""A TCP proxy between the server under test and PostgreSQL or Redis, for fault tests that need no timing luck.
 
 PostgreSQL ends a session by sending an ErrorResponse (FATAL, e.g. 57P01 after ``pg_terminate_backend``) and
 then closing the socket; a client that looks at the connection in between sees a session that is over but a
 socket that is still open. The proxy can widen that moment at will (``hold_closes``: forward what PostgreSQL
 sends, keep the close back until the client writes again) and can cut every connection without a word
-(``cut``), as a crash or a network failure does.
+(``cut``), as a crash or a network failure does. It can also keep back what clients send (``hold_requests``)
+until ``release_requests``: a slow network in one direction, to stop a client's next command in flight.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def postgres_opener(url: str) -> Callable[[], Awaitable[Streams]]:
     if host.startswith("/"):
         path = f"{host}/.s.PGSQL.{port}"
         return lambda: asyncio.open_unix_connection(path)
+    return lambda: asyncio.open_connection(host, port)
+
+
+def tcp_opener(host: str, port: int) -> Callable[[], Awaitable[Streams]]:
     return lambda: asyncio.open_connection(host, port)
 
 
@@ -54,6 +59,9 @@ class TcpProxy:
         self._links: set[_Link] = set()
         self.hold_closes = False
         self.held = 0  # closes PostgreSQL sent that the proxy kept back, so far
+        self.requests_held = 0  # bytes clients sent that the proxy keeps back until release_requests()
+        self._forwarding = asyncio.Event()
+        self._forwarding.set()
         self.port = 0
 
     async def start(self) -> int:
@@ -68,6 +76,15 @@ class TcpProxy:
         if parts.password:
             auth += ":" + quote(parts.password, safe="")
         return f"postgresql://{auth}@127.0.0.1:{self.port}{parts.path}?sslmode=disable"
+
+    def hold_requests(self) -> None:
+        """From now on, keeps back what clients send (their connections stay open)."""
+        self._forwarding.clear()
+
+    def release_requests(self) -> None:
+        """Forwards what was kept back, in order, and everything after it."""
+        self._forwarding.set()
+        self.requests_held = 0
 
     def cut(self) -> None:
         """Closes every connection at once, both ways, with nothing sent first."""
@@ -113,6 +130,9 @@ class TcpProxy:
     async def _to_server(self, reader: asyncio.StreamReader, link: _Link) -> None:
         """Ends when the client closes, or writes to a session PostgreSQL has ended (the held close reaches it)."""
         while (data := await reader.read(_CHUNK)) and not link.server_gone:
+            if not self._forwarding.is_set():
+                self.requests_held += len(data)
+                await self._forwarding.wait()
             link.server.write(data)
             await link.server.drain()
 

@@ -139,13 +139,6 @@ async def test_every_rpc_still_works_when_redis_is_unreachable(database_url, sta
         await users.DeleteUser(pb.DeleteUserRequest(id=user.id))
 
 
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    yield server
-    server.close()
-
-
 async def test_a_redis_pause_slows_calls_and_the_delayed_invalidation_lands_after_it(database_url, start_app, private_redis):
     """Redis stops answering writes (CLIENT PAUSE) while a user is updated: every call still answers within
     its deadline (reads time out on Redis and go to PostgreSQL), and once Redis answers again the delayed

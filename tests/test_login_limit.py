@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import grpc
@@ -16,7 +16,7 @@ from dataservice.v1 import user_service_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from server.app import App
-from tests.backends import RedisServer, free_port
+from tests.backends import free_port
 from tests.grpc_errors import bad_request_fields
 from tests.harness import settings_for, unique_email
 from tests.test_metrics import scrape
@@ -24,13 +24,6 @@ from tests.test_metrics import scrape
 PASSWORD = "correct horse battery"
 WRONG = "wrong password!"
 LIMITS = {"LOGIN_FAILURES_PER_EMAIL": "3", "LOGIN_FAILURES_PER_IP": "5", "LOGIN_FAILURE_WINDOW_SECONDS": "600"}
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    yield server
-    server.close()
 
 
 @asynccontextmanager
