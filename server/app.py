@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from server.api.content import ContentServicer
-from server.api.health import NOT_SERVING, HealthServicer
+from server.api.health import NOT_SERVING, SERVING, HealthServicer
 from server.api.paging import PageTokens
 from server.api.sessions import SessionServicer
 from server.api.unimplemented import UnimplementedServicer
@@ -33,6 +33,7 @@ from server.cache.factory import create_cache
 from server.cache.metrics import CacheMetrics
 from server.cache.outbox import OutboxSweep
 from server.cache.readthrough import ReadThrough
+from server.cache.redis import Mode
 from server.cache.sessions import Sessions
 from server.cache.users import Users
 from server.config import DEVELOPMENT_PAGE_TOKEN_SECRET, Settings
@@ -66,6 +67,9 @@ SERVICE_NAMES = [
     _CONTENT_SERVICE.full_name,
     *(service.full_name for service in _UNSERVED_SERVICES),
 ]
+# The health of a dependency rather than a service: SERVING while the cache is in use, NOT_SERVING while Redis
+# fails and reads go to PostgreSQL. "" and the services stay SERVING then: the database is the truth.
+CACHE_HEALTH_NAME = "dataservice.cache"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the protos promise 16 MiB for embedding batches
 
 
@@ -122,7 +126,7 @@ class App:
             self.dsn = settings.database_url.reveal()
         migrations = migrate.load_migrations(settings.migrations_dir)
         self._pool = await create_pool(self.dsn, settings)
-        self._cache = create_cache(settings, self.cache_metrics)
+        self._cache = create_cache(settings, self.cache_metrics, self._cache_mode_changed)
         self._login_limiter = LoginLimiter(
             LoginLimits(
                 per_email=settings.login_failures_per_email,
@@ -135,6 +139,7 @@ class App:
         )
         for name in ["", *SERVICE_NAMES]:  # nothing is checked yet
             self.health.set(name, NOT_SERVING)
+        self.health.set(CACHE_HEALTH_NAME, SERVING)
 
         self._server = await self._build_server()
         try:
@@ -189,6 +194,9 @@ class App:
             },
         )
         return self.port
+
+    def _cache_mode_changed(self, mode: Mode) -> None:
+        self.health.set(CACHE_HEALTH_NAME, SERVING if mode is Mode.IN_USE else NOT_SERVING)
 
     def _reads(self, ttl_seconds: float) -> ReadThrough:
         assert self._cache is not None

@@ -336,12 +336,16 @@ async def test_a_write_is_read_back_at_once_on_its_replica_and_within_the_bound_
 
 
 async def test_a_writer_killed_between_commit_and_invalidation_leaves_no_stale_entry_past_the_sweep(
-    database_url, start_app, private_redis
+    new_database, start_app, private_redis
 ):
     """Replica B caches a user. A server process whose invalidations never reach Redis (its REDIS_URL names a
     port where nothing listens, so the delete after its commit fails and waits for a retry) updates the user
     and is killed with SIGKILL before any retry. B must answer the update once its sweep has made the recorded
-    invalidation: within the grace plus the sweep interval."""
+    invalidation: within the grace plus the sweep interval.
+
+    A database of its own: the replicas of other tests, which share the suite's database but not this Redis,
+    would otherwise sweep the record into their own Redis (a deployment's replicas share one Redis)."""
+    database_url = await new_database()
     grace, interval = 1.5, 0.2
     settings = replica_settings(
         database_url, private_redis.url, near=True,

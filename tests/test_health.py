@@ -19,6 +19,7 @@ from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.app import CACHE_HEALTH_NAME
 from server.db import migrate
 from server.health import retry_delay
 from tests.backends import EmbeddedPostgres
@@ -201,4 +202,7 @@ def test_the_retry_delay_stays_bounded_however_long_the_database_is_away():
 async def test_health_list_reports_every_service(app):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=5)
-    assert {name: response.status for name, response in listed.statuses.items()} == dict.fromkeys(SERVICE_NAMES, SERVING)
+    assert {name: response.status for name, response in listed.statuses.items()} == {
+        **dict.fromkeys(SERVICE_NAMES, SERVING),
+        CACHE_HEALTH_NAME: SERVING,
+    }

@@ -165,7 +165,13 @@ class RedisCache:
     """
 
     def __init__(
-        self, url: str, metrics: CacheMetrics, *, timeout_seconds: float, outage_summary_seconds: float = 60.0
+        self,
+        url: str,
+        metrics: CacheMetrics,
+        *,
+        timeout_seconds: float,
+        outage_summary_seconds: float = 60.0,
+        on_mode_change: Callable[[Mode], None] = lambda mode: None,
     ) -> None:
         self._client = redis.Redis.from_url(
             url,
@@ -179,13 +185,25 @@ class RedisCache:
         self._fill_many = self._client.register_script(_FILL_MANY)
         self._metrics = metrics
         self._outage = OutageLog(log, "cache", summary_seconds=outage_summary_seconds)
-        self.mode = Mode.IN_USE
+        self._mode = Mode.IN_USE
+        self._on_mode_change = on_mode_change
         self._recover: Callable[[], Awaitable[object]] | None = None
         self._run_id: bytes | None = None  # of the server this process last connected to; for the log only
         # Keys whose invalidation Redis has not yet accepted, each with a count of failed invalidations: a
         # probe confirms a key only if no newer invalidation of it failed while the probe was in flight.
         self._unconfirmed: dict[str, int] = {}
         self._probe_task: asyncio.Task[None] | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: Mode) -> None:
+        if mode is not self._mode:
+            self._mode = mode
+            self._metrics.breaker_open.set(0 if mode is Mode.IN_USE else 1)
+            self._on_mode_change(mode)
 
     def set_recovery(self, recover: Callable[[], Awaitable[object]]) -> None:
         """What must run after an outage before entries are served again; its failure prolongs the outage."""
@@ -216,7 +234,6 @@ class RedisCache:
 
     def _bypass(self) -> None:
         self.mode = Mode.BYPASSED
-        self._metrics.breaker_open.set(1)
         if self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.create_task(self._probe(), name="cache-probe")
 
@@ -319,7 +336,6 @@ class RedisCache:
                 continue
             if self.mode is Mode.RECOVERING and not self._unconfirmed:  # nothing failed meanwhile
                 self.mode = Mode.IN_USE
-                self._metrics.breaker_open.set(0)
                 self._outage.succeeded()
                 return
 

@@ -116,10 +116,10 @@ class InvalidationStream:
             for task in done:
                 task.result()  # raises what stopped it
         finally:
-            for task in (reading, beating):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError, StreamLost):
-                    await task
+            reading.cancel()
+            beating.cancel()
+            # gather, not a suppressed await: a cancellation of this task while it waits must go on up.
+            await asyncio.gather(reading, beating, return_exceptions=True)
 
     async def _read(self, subscriber: AbstractConnection) -> None:
         while True:
