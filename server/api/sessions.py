@@ -14,6 +14,7 @@ from server.cache.sessions import Sessions
 from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.sessions import DEFAULT_TTL, MAX_LIFETIME, MIN_TTL, NewSession
 from server.errors import Unauthenticated
+from server.messages.common import embedded
 from server.messages.sessions import session_message
 
 MAX_USER_AGENT_CHARS = 512
@@ -22,6 +23,7 @@ _LIST_SESSIONS = "dataservice.v1.SessionService.ListSessions"
 # about a token it does not hold (whether it ever existed, was revoked or has expired).
 _INVALID_TOKEN = "the session token is not valid (unknown, revoked or expired); log in again"
 _MAX_NANOS = 999_999_999
+_SESSION_FIELD = pb.GetSessionResponse.DESCRIPTOR.fields_by_name["session"].number
 _MIN_TTL_SECONDS = int(MIN_TTL.total_seconds())
 _MAX_TTL_SECONDS = int(MAX_LIFETIME.total_seconds())
 
@@ -50,11 +52,12 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         issued = await self._sessions.create(new, CreateRequest(request_id, _fingerprint(new)) if request_id else None)
         return pb.CreateSessionResponse(session=session_message(issued.session), token=issued.token)
 
-    async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext) -> pb.GetSessionResponse:
+    async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """Answers the serialized GetSessionResponse (server/interceptors.py sends bytes as they are)."""
         session = await self._sessions.authenticate(request.token)
         if session is None:
             raise Unauthenticated(_INVALID_TOKEN)
-        return pb.GetSessionResponse(session=session_message(session))
+        return embedded(_SESSION_FIELD, [session])
 
     async def RefreshSession(
         self, request: pb.RefreshSessionRequest, context: grpc.aio.ServicerContext

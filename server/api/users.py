@@ -16,6 +16,7 @@ from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.users import Credentials, User, UserChanges
 from server.errors import Conflict, NotFound, RequestIdReused, Unauthenticated, clip
 from server.login_limit import LoginLimiter
+from server.messages.common import embedded
 from server.messages.users import user_message
 from server.passwords import Passwords
 
@@ -24,6 +25,8 @@ UPDATABLE_FIELDS = frozenset({"email", "display_name", "preferences"})
 _LIST_USERS = "dataservice.v1.UserService.ListUsers"
 _NO_PARAMETERS = b""  # ListUsers has no filter and one order: its tokens bind to the method alone
 _BAD_CREDENTIALS = "email or password is incorrect"
+_USER_FIELD = pb.GetUserResponse.DESCRIPTOR.fields_by_name["user"].number
+assert _USER_FIELD == pb.LookupUserResponse.DESCRIPTOR.fields_by_name["user"].number
 
 
 class UserServicer(pb_grpc.UserServiceServicer):
@@ -58,22 +61,20 @@ class UserServicer(pb_grpc.UserServiceServicer):
             raise RequestIdReused()
         return pb.CreateUserResponse(user=user_message(created.user))
 
-    async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.GetUserResponse:
+    async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """Answers the serialized GetUserResponse (server/interceptors.py sends bytes as they are)."""
         check = Violations()
         user_id = check.uuid("id", request.id)
         check.raise_if_any()
-        response = pb.GetUserResponse()
-        # The serialized User, parsed once, where the response holds it: a cache hit converts nothing else.
-        response.user.MergeFromString(await self._users.get(user_id))
-        return response
+        # The serialized User as the response's field: a cache hit is neither parsed nor serialized again.
+        return embedded(_USER_FIELD, [await self._users.get(user_id)])
 
-    async def LookupUser(self, request: pb.LookupUserRequest, context: grpc.aio.ServicerContext) -> pb.LookupUserResponse:
+    async def LookupUser(self, request: pb.LookupUserRequest, context: grpc.aio.ServicerContext) -> bytes:
+        """Answers the serialized LookupUserResponse."""
         check = Violations()
         email = check.email("email", request.email)
         check.raise_if_any()
-        response = pb.LookupUserResponse()
-        response.user.MergeFromString(await self._users.get_by_email(email))
-        return response
+        return embedded(_USER_FIELD, [await self._users.get_by_email(email)])
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
         size = paging.page_size(request.page_size)

@@ -54,9 +54,12 @@ def lease(key: str) -> str:
     return LEASE_PREFIX + key[len(PREFIX) + 1 :]
 
 
+_ENTITY_START = len(PREFIX) + 1
+
+
 def entity(key: str) -> str:
     """The entity an entry's key names (``user``, ``user-email``, ``session``, ``content``), for metrics."""
-    return key[len(PREFIX) + 1 :].partition(":")[0]
+    return key[_ENTITY_START : key.index(":", _ENTITY_START)]
 
 
 def of_outbox(entity_name: str, ident: str) -> str:

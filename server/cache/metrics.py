@@ -1,7 +1,6 @@
 """Prometheus metrics of the cache, in the service's registry: what it serves, what it costs, how it is doing.
 
-Counters are labelled by entity (``user``, ``user-email``, ``session``, ``content``), taken from the key, with
-their children cached per entity: ``labels()`` is too slow for every read.
+Counters are labelled by entity (``user``, ``user-email``, ``session``, ``content``), taken from the key.
 """
 
 from __future__ import annotations
@@ -11,32 +10,37 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from server.cache import keys
+from server.metrics import Counts
 
 _LAG_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class CacheMetrics:
-    """One set per process. ``tier`` of a hit: ``process`` (near cache or in-process cache) or ``shared`` (Redis)."""
+    """One set per process. ``tier`` of a hit: ``process`` (near cache or in-process cache) or ``shared`` (Redis).
+
+    The per-read counts are plain integers (server/metrics.py ``Counts``): a near-cache hit costs a few
+    microseconds in all, and prometheus-client's locked counters would be a good share of them.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._hits = Counter(
-            "dataservice_cache_hits_total", "Reads answered by the cache.", ["entity", "tier"], registry=registry
-        )
-        self._misses = Counter(
-            "dataservice_cache_misses_total", "Reads that went to PostgreSQL.", ["entity"], registry=registry
-        )
-        self._coalesced = Counter(
+        self._hits = Counts(
+            "dataservice_cache_hits_total", "Reads answered by the cache.", ["entity", "tier"], registry
+        ).counts
+        self._misses = Counts(
+            "dataservice_cache_misses_total", "Reads that went to PostgreSQL.", ["entity"], registry
+        ).counts
+        self._coalesced = Counts(
             "dataservice_cache_coalesced_total",
             "Reads that waited for the same key's read already in flight in this process instead of making their own.",
             ["entity"],
-            registry=registry,
-        )
-        self._fills = Counter(
+            registry,
+        ).counts
+        self._fills = Counts(
             "dataservice_cache_fills_total",
             "Entries offered to the cache after a miss; refused when a write invalidated the lease meanwhile.",
             ["entity", "outcome"],
-            registry=registry,
-        )
+            registry,
+        ).counts
         self.invalidations = Counter(
             "dataservice_cache_invalidations_total",
             "Keys invalidated, by who asked: a write of this process, or the outbox sweep.",
@@ -76,34 +80,22 @@ class CacheMetrics:
         self._near_size = Gauge(
             "dataservice_cache_near_bytes", "Bytes of values held by the near cache.", registry=registry
         )
-        self._children: dict[str, tuple[Counter, Counter, Counter, Counter, Counter, Counter]] = {}
 
     def watch_near_size(self, size: Callable[[], float]) -> None:
         self._near_size.set_function(size)
 
-    def _of(self, key: str) -> tuple[Counter, Counter, Counter, Counter, Counter, Counter]:
-        entity = keys.entity(key)
-        children = self._children.get(entity)
-        if children is None:
-            children = (
-                self._hits.labels(entity, "process"),
-                self._hits.labels(entity, "shared"),
-                self._misses.labels(entity),
-                self._coalesced.labels(entity),
-                self._fills.labels(entity, "stored"),
-                self._fills.labels(entity, "refused"),
-            )
-            self._children[entity] = children
-        return children
-
     def hit(self, key: str, *, in_process: bool) -> None:
-        self._of(key)[0 if in_process else 1].inc()
+        labels = (keys.entity(key), "process" if in_process else "shared")
+        self._hits[labels] = self._hits.get(labels, 0) + 1
 
     def miss(self, key: str) -> None:
-        self._of(key)[2].inc()
+        labels = (keys.entity(key),)
+        self._misses[labels] = self._misses.get(labels, 0) + 1
 
     def coalesced(self, key: str) -> None:
-        self._of(key)[3].inc()
+        labels = (keys.entity(key),)
+        self._coalesced[labels] = self._coalesced.get(labels, 0) + 1
 
     def filled(self, key: str, stored: bool) -> None:
-        self._of(key)[4 if stored else 5].inc()
+        labels = (keys.entity(key), "stored" if stored else "refused")
+        self._fills[labels] = self._fills.get(labels, 0) + 1

@@ -14,20 +14,24 @@ invalidates nothing.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from uuid import UUID
 
 from dataservice.v1 import session_service_pb2 as session_pb
+from google.protobuf import timestamp_pb2
 
 from server.cache import keys
 from server.cache.readthrough import Loaded, ReadThrough
 from server.db.database import Database
 from server.domain.common import CreateRequest, PageCursor
-from server.domain.sessions import Issued, NewSession, Session, new_token, token_hash
+from server.domain.sessions import LAST_SEEN_INTERVAL, Issued, NewSession, Session, new_token, token_hash
 from server.messages.sessions import session_from_message, session_message
 from server.store import sessions as store
+
+_LAST_SEEN_INTERVAL_SECONDS = LAST_SEEN_INTERVAL.total_seconds()
 
 
 class Sessions:
@@ -56,27 +60,38 @@ class Sessions:
             stale.add(reissued.replaced_token_hash)
         return reissued.session
 
-    async def authenticate(self, token: str) -> Session | None:
-        """The live session of ``token``, recorded as seen if it was last seen a minute ago or more; None when
-        the token is unknown, malformed, revoked or expired."""
+    async def authenticate(self, token: str) -> bytes | None:
+        """The live session of ``token`` as a serialized dataservice.v1.Session, recorded as seen if it was last
+        seen a minute ago or more; None when the token is unknown, malformed, revoked or expired.
+
+        A hit is checked on the cached message itself (two timestamps compared as numbers) and answered as it
+        is: converting it to the dataclass and back would cost more than the rest of the read.
+        """
         hashed = token_hash(token)
-        now = datetime.now(UTC)
-        value = await self._reads.read(keys.session(hashed), lambda: self._load(hashed, now))
+        value = await self._reads.read(keys.session(hashed), lambda: self._load(hashed))
         if value is None:
             return None
-        session = session_from_message(session_pb.Session.FromString(value))
-        if not session.is_live(now):
+        message = session_pb.Session.FromString(value)
+        now = time.time()
+        if _seconds(message.expire_time) <= now:
             # An entry that outlived its session's expiry is not served: the database has the last word (a
             # refresh may have moved the expiry).
             session = await store.get_live_session(self._db, hashed)
             if session is None:
                 return None
-        return await self._record_last_seen(hashed, session) if session.needs_last_seen(now) else session
+            if session.needs_last_seen(datetime.now(UTC)):
+                session = await self._record_last_seen(hashed, session)
+            return session_message(session).SerializeToString()
+        if now - _seconds(message.last_seen_time) >= _LAST_SEEN_INTERVAL_SECONDS:
+            seen = await self._record_last_seen(hashed, session_from_message(message))
+            return session_message(seen).SerializeToString()
+        return value
 
-    async def _load(self, hashed: bytes, now: datetime) -> Loaded:
+    async def _load(self, hashed: bytes) -> Loaded:
         session = await store.get_live_session(self._db, hashed)
         if session is None:
             return Loaded(None)
+        now = datetime.now(UTC)
         # A session about to be recorded as seen is not cached: that write invalidates it anyway.
         time_left = 0.0 if session.needs_last_seen(now) else (session.expires_at - now).total_seconds()
         return Loaded(session_message(session).SerializeToString(), max_ttl_seconds=time_left)
@@ -127,3 +142,7 @@ class Sessions:
         finally:
             if stale:
                 await asyncio.shield(self._reads.invalidate(*(keys.session(hashed) for hashed in stale)))
+
+
+def _seconds(stamp: timestamp_pb2.Timestamp) -> float:
+    return stamp.seconds + stamp.nanos / 1e9

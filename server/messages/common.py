@@ -30,10 +30,12 @@ def _seconds(value: datetime) -> int:
     return delta.days * 86400 + delta.seconds
 
 
-def repeated_field(field_number: int, serialized: list[bytes]) -> bytes:
-    """The wire form of a repeated message field holding ``serialized`` messages, as a message that has only that
-    field serializes: each one tagged as field ``field_number`` (length-delimited) and prefixed with its length."""
-    tag = _varint(field_number << 3 | 2)
+def embedded(field_number: int, serialized: list[bytes]) -> bytes:
+    """The wire form of a field ``field_number`` holding each of ``serialized`` (serialized messages, or UTF-8
+    strings): what a message with only that field set to them serializes to. Concatenated, such parts make the
+    whole message; a servicer answers with it when its answer is already serialized (server/interceptors.py),
+    so that a cached entry is neither parsed nor serialized again."""
+    tag = _varint(field_number << 3 | 2)  # wire type 2: length-delimited
     return b"".join(part for value in serialized for part in (tag, _varint(len(value)), value))
 
 
