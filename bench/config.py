@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.h2load import Concurrency
+from bench.modes import MODES, NEAR, CacheMode, parse_modes
 
 DEFAULT_CONCURRENCY = "4x1,4x25"
+DEFAULT_CACHE_MODES = ",".join(mode.name for mode in MODES)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class BenchConfig:
     keys: int
     """Distinct requests per path, one h2load process each (at most one per connection)."""
     only: tuple[str, ...] | None
+    cache_modes: tuple[CacheMode, ...]
+    """The modes each cached path is measured in (the other paths run uncached only)."""
+    staleness_rounds: int
+    """Writes of the cross-replica staleness probe; 0 skips it (it also needs the near mode)."""
     overrides: dict[str, str]
     database_url: str | None
     server_env: dict[str, str]
@@ -41,6 +47,11 @@ class BenchConfig:
     workdir: Path | None
     """Parent of the run's work directory (default: the system temp directory)."""
     start_timeout_s: float
+
+    @property
+    def staleness(self) -> bool:
+        """Whether the run ends with the staleness probe, which needs near replicas to probe."""
+        return self.staleness_rounds > 0 and any(mode.name == NEAR for mode in self.cache_modes)
 
 
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
@@ -102,6 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only", default=None, metavar="NAME,...", help="measure only these paths (the echo always runs)"
+    )
+    parser.add_argument(
+        "--cache-modes",
+        default=DEFAULT_CACHE_MODES,
+        metavar="MODE,...",
+        help=f"modes to measure the cached paths in, one service process each (default {DEFAULT_CACHE_MODES})",
+    )
+    parser.add_argument(
+        "--staleness-rounds",
+        type=int,
+        default=200,
+        metavar="N",
+        help="writes of the cross-replica staleness probe, run when the near mode is on (default 200)",
+    )
+    parser.add_argument(
+        "--no-staleness",
+        dest="staleness",
+        action="store_false",
+        help="skip the cross-replica staleness probe",
     )
     parser.add_argument(
         "--path",
@@ -177,9 +207,15 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
         ("--sessions", args.sessions),
         ("--contents", args.contents),
         ("--keys", args.keys),
+        ("--staleness-rounds", args.staleness_rounds),
     ):
         if value < 1:
             problems.append(f"{flag} must be at least 1, got {value}")
+    cache_modes: tuple[CacheMode, ...] = ()
+    try:
+        cache_modes = parse_modes([name.strip() for name in args.cache_modes.split(",") if name.strip()])
+    except ValueError as error:
+        problems.append(f"--cache-modes: {error}")
     concurrency: list[Concurrency] = []
     try:
         concurrency = [Concurrency.parse(item) for item in args.concurrency.split(",") if item.strip()]
@@ -206,6 +242,8 @@ def parse_config(argv: Sequence[str] | None = None) -> BenchConfig:
         contents=args.contents,
         keys=args.keys,
         only=only,
+        cache_modes=cache_modes,
+        staleness_rounds=args.staleness_rounds if args.staleness else 0,
         overrides=overrides,
         database_url=args.database_url,
         server_env=server_env,

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,10 +144,15 @@ class LoadResult:
 
     def percentile_ms(self, fraction: float) -> float | None:
         """Nearest-rank percentile of the request latencies, in milliseconds."""
-        if not self.latencies_us:
-            return None
-        rank = max(1, math.ceil(fraction * len(self.latencies_us)))
-        return self.latencies_us[rank - 1] / 1000.0
+        latency_us = nearest_rank(self.latencies_us, fraction)
+        return None if latency_us is None else latency_us / 1000.0
+
+
+def nearest_rank(ordered: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of sorted values (one of them, never an interpolation); None when empty."""
+    if not ordered:
+        return None
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
 
 
 def read_log(paths: list[Path]) -> tuple[float, list[int]]:

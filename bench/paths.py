@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from dataservice.v1 import content_service_pb2 as content_pb
@@ -18,12 +18,12 @@ from dataservice.v1 import user_service_pb2 as pb
 
 from bench import echo_server
 from bench.metrics import split_method
+from bench.modes import UNCACHED_MODE, CacheMode
 from bench.seed import SeededUser, seed_sessions, seed_users
 from bench.seed_contents import SEED_TAG, SeededContents, seed_contents
 
 D = TypeVar("D")
 T = TypeVar("T")
-Server = Literal["service", "echo", "reference"]
 USER_SERVICE = "/dataservice.v1.UserService"
 SESSION_SERVICE = "/dataservice.v1.SessionService"
 CONTENT_SERVICE = "/dataservice.v1.ContentService"
@@ -66,14 +66,19 @@ class BenchPath(Generic[D]):
 
     build(data, count) returns ``count`` serialized requests spread over the seeded
     data; each becomes one h2load process's frame (h2load cannot vary the body).
+    A ``cached`` path reads through the service's cache, so it is measured once per cache
+    mode (``with_cache_modes``); ``mode`` is the mode of this row.
     """
 
     name: str
     method: str  # "/package.Service/Method", as on the wire and in the metrics' labels
     seed: Seed[D]
     build: Callable[[D, int], list[bytes]]
-    server: Server = "service"
+    server: str = "service"  # "echo", "reference", or a cache mode's service process (CacheMode.server)
     items: int = 1  # items each call returns (a batch read's size): items/s is RPC/s times this
+    cached: bool = False
+    mode: CacheMode = UNCACHED_MODE
+    uncached_row: str | None = None  # for a row in a cache mode: the same path's uncached row, its comparison
 
 
 def spread(items: Sequence[T], count: int) -> list[T]:
@@ -160,12 +165,17 @@ PATHS: tuple[BenchPath[Any], ...] = (
     # The echo returns the GetUser request bytes: the same request size, nothing else.
     BenchPath(BASELINE, echo_server.PATH, USERS, get_user_requests, server="echo"),
     BenchPath(REFERENCE, f"{USER_SERVICE}/GetUser", USERS, get_user_requests, server="reference"),
-    BenchPath("GetUser", f"{USER_SERVICE}/GetUser", USERS, get_user_requests),
-    BenchPath("LookupUser", f"{USER_SERVICE}/LookupUser", USERS, lookup_user_requests),
-    BenchPath("GetSession", f"{SESSION_SERVICE}/GetSession", SESSIONS, get_session_requests),
-    BenchPath("GetContent", f"{CONTENT_SERVICE}/GetContent", CONTENTS, get_content_requests),
+    BenchPath("GetUser", f"{USER_SERVICE}/GetUser", USERS, get_user_requests, cached=True),
+    BenchPath("LookupUser", f"{USER_SERVICE}/LookupUser", USERS, lookup_user_requests, cached=True),
+    BenchPath("GetSession", f"{SESSION_SERVICE}/GetSession", SESSIONS, get_session_requests, cached=True),
+    BenchPath("GetContent", f"{CONTENT_SERVICE}/GetContent", CONTENTS, get_content_requests, cached=True),
     BenchPath(
-        "BatchGetContents", f"{CONTENT_SERVICE}/BatchGetContents", CONTENTS, batch_get_content_requests, items=BATCH_SIZE
+        "BatchGetContents",
+        f"{CONTENT_SERVICE}/BatchGetContents",
+        CONTENTS,
+        batch_get_content_requests,
+        items=BATCH_SIZE,
+        cached=True,
     ),
     BenchPath("ListContents", f"{CONTENT_SERVICE}/ListContents", CONTENTS, list_contents_requests),
     BenchPath("SearchContents", f"{CONTENT_SERVICE}/SearchContents", CONTENTS, search_contents_requests),
@@ -173,21 +183,24 @@ PATHS: tuple[BenchPath[Any], ...] = (
 
 
 def select_paths(
-    only: Sequence[str] | None, overrides: dict[str, str], table: Sequence[BenchPath[Any]] = PATHS
+    only: Sequence[str] | None,
+    overrides: dict[str, str],
+    modes: Sequence[CacheMode] = (UNCACHED_MODE,),
+    table: Sequence[BenchPath[Any]] = PATHS,
 ) -> list[BenchPath[Any]]:
-    """The paths of this run, the echo and the reference first.
+    """The rows of this run, the echo and the reference first, each cached path once per mode.
 
     overrides maps a name to a method path: an existing name keeps its requests and
-    seed and calls that method instead; a new name is added and sends GetUser's
+    seed and calls that method instead; a new name is added, uncached, and sends GetUser's
     requests (enough to point the runner at a method that fails or does not exist).
-    only, when given, keeps the echo, the reference and the named paths.
+    only, when given, keeps the echo, the reference and the named paths (names without a mode).
     """
     by_name = {path.name: path for path in table}
     for name, method in overrides.items():
         split_method(method)  # fail early on a malformed method path
         if name in (BASELINE, REFERENCE):
             raise ValueError(f"--path cannot redirect the {name!r} baseline")
-        base = by_name.get(name) or replace(by_name["GetUser"], name=name)
+        base = by_name.get(name) or replace(by_name["GetUser"], name=name, cached=False)
         by_name[name] = replace(base, method=method)
     if only is not None:
         unknown = [name for name in only if name not in by_name]
@@ -196,4 +209,26 @@ def select_paths(
         wanted = set(only) | {BASELINE, REFERENCE}
         by_name = {name: path for name, path in by_name.items() if name in wanted}
     baselines = [by_name[BASELINE], by_name[REFERENCE]]
-    return [*baselines, *(path for name, path in by_name.items() if name not in (BASELINE, REFERENCE))]
+    others = [path for name, path in by_name.items() if name not in (BASELINE, REFERENCE)]
+    return [*baselines, *with_cache_modes(others, modes)]
+
+
+def with_cache_modes(paths: Sequence[BenchPath[Any]], modes: Sequence[CacheMode]) -> list[BenchPath[Any]]:
+    """Each cached path as one row per mode, next to each other (so rounds interleave a path's modes);
+    the uncached paths as they are, served by the uncached service whatever the modes."""
+    rows: list[BenchPath[Any]] = []
+    for path in paths:
+        if not path.cached:
+            rows.append(path)
+            continue
+        rows.extend(
+            replace(
+                path,
+                name=mode.row(path.name),
+                server=mode.server,
+                mode=mode,
+                uncached_row=None if mode is UNCACHED_MODE else UNCACHED_MODE.row(path.name),
+            )
+            for mode in modes
+        )
+    return rows

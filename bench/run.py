@@ -27,24 +27,29 @@ from typing import Any
 
 import grpc
 
-from bench import procstat, report
+from bench import procstat, report, staleness
 from bench.config import BenchConfig, parse_config
 from bench.frames import write_frames
 from bench.h2load import Concurrency, ToolError, Tools, ensure_tools, run_load
-from bench.metrics import handled_count
-from bench.paths import BASELINE, REFERENCE, BenchPath, SeedContext, select_paths
+from bench.metrics import handled_count, settle
+from bench.modes import BY_NAME, NEAR, UNCACHED_MODE, CacheMode
+from bench.paths import BASELINE, REFERENCE, USERS, BenchPath, SeedContext, select_paths
 from bench.preflight import check_call
+from bench.seed import SeededUser
 from bench.servers import (
+    RedisProcess,
     ServerError,
     ServerProcess,
     database_dsn,
     embedded_pgdata,
     start_echo,
+    start_redis,
     start_reference,
     start_service,
 )
 
 EXIT_SETUP, EXIT_USAGE, EXIT_PREFLIGHT, EXIT_CHECK = 1, 2, 3, 4
+READER = "service-near-b"  # the second near replica, which the staleness probe reads from
 
 
 class BenchFailure(Exception):
@@ -75,6 +80,9 @@ class Runner:
         self.pgdata = embedded_pgdata(config.database_url, config.server_env)
         self.rounds: list[report.RoundResult] = []
         self.servers: dict[str, ServerProcess] = {}
+        self.redis: RedisProcess | None = None
+        self.users: list[SeededUser] = []  # the seeded users, kept for the staleness probe
+        self.staleness: dict[str, Any] | None = None
         self.timings: dict[str, float] = {}
         self.peak_rss_since_seeding = False
         self.database_url = ""  # known once the service runs (it may start the embedded PostgreSQL)
@@ -84,21 +92,49 @@ class Runner:
             print(message, file=sys.stderr, flush=True)
 
     async def start_servers(self) -> None:
+        """The echo, the uncached service (which seeds, and may start the embedded PostgreSQL), the reference,
+        then one service per other cache mode, and the staleness probe's second near replica, on its DSN."""
         self.say(f"starting the echo, the service and the reference (work directory {self.workdir})")
+        if any(mode.uses_redis for mode in self.config.cache_modes):
+            self.redis = await start_redis(self.workdir)
         self.servers["echo"] = await start_echo(self.workdir)
-        self.servers["service"] = await start_service(
-            self.workdir,
-            database_url=self.config.database_url,
-            extra_env=self.config.server_env,
-            timeout_s=self.config.start_timeout_s,
-        )
+        self.servers["service"] = await self.start_service("service", UNCACHED_MODE, self.config.database_url)
         self.database_url = await database_dsn(self.config.database_url, self.pgdata)
         self.servers["reference"] = await start_reference(
             self.workdir, database_url=self.database_url, extra_env=self.config.server_env
         )
+        cached = {mode.server: mode for mode in self.config.cache_modes if mode is not UNCACHED_MODE}
+        if self.config.staleness:
+            cached[READER] = BY_NAME[NEAR]
+        if cached:
+            self.say(f"starting {', '.join(cached)} (Redis on port {self.redis.port if self.redis else '-'})")
+        # Together, to save their start-up time; every one that started is kept, so that it is stopped too.
+        started = await asyncio.gather(
+            *(self.start_service(name, mode, self.database_url) for name, mode in cached.items()),
+            return_exceptions=True,
+        )
+        self.servers.update(
+            (name, server) for name, server in zip(cached, started) if isinstance(server, ServerProcess)
+        )
+        failures = [failure for failure in started if isinstance(failure, BaseException)]
+        if failures:
+            raise failures[0]
+
+    async def start_service(self, name: str, mode: CacheMode, database_url: str | None) -> ServerProcess:
+        return await start_service(
+            self.workdir,
+            name,
+            database_url=database_url,
+            cache_env=mode.environment(self.redis.url if self.redis else None),
+            extra_env=self.config.server_env,
+            timeout_s=self.config.start_timeout_s,
+        )
 
     async def stop_servers(self) -> None:
+        """The services first, so none of them sees its Redis go away while it still serves."""
         await asyncio.gather(*(server.stop() for server in self.servers.values()))
+        if self.redis is not None:
+            await self.redis.stop()
 
     async def prepare(self) -> list[Target]:
         """Seed what the paths read (each seed once), then write each path's frames."""
@@ -112,6 +148,8 @@ class Runner:
                 sessions=self.config.sessions,
                 contents=self.config.contents,
             )
+            if self.config.staleness:
+                self.users = await context.need(USERS)
             for path in self.paths:
                 messages = path.build(await context.need(path.seed), self.config.keys)
                 frames = write_frames(self.workdir / "frames", path.name, messages)
@@ -144,25 +182,8 @@ class Runner:
             duration_s=self.config.warmup_s,
             timeout_s=self._load_timeout_s(),
         )
-        await self.settle(target)
+        await settle(target.server.metrics_port, target.path.method)
         return max(math.ceil(result.rps * self.config.duration_s), 2 * concurrency.in_flight)
-
-    async def settle(self, target: Target, quiet_s: float = 0.25) -> None:
-        """Wait until the server has stopped answering what the warm-up left in flight.
-
-        h2load's ``-D`` abandons the requests in flight when time is up, and the server
-        still works them off: on a slow path (a search, 100 in flight) that is seconds of
-        work, which would slow the measured run, add to its CPU, and add OK answers h2load
-        never saw to the count check. Settled means no answer, of any code, for quiet_s.
-        """
-        port, method = target.server.metrics_port, target.path.method
-        answered = await handled_count(port, method, code=None)
-        while True:
-            await asyncio.sleep(quiet_s)
-            now = await handled_count(port, method, code=None)
-            if now == answered:
-                return
-            answered = now
 
     async def measure(
         self, target: Target, concurrency: Concurrency, requests: int, round_number: int
@@ -172,6 +193,9 @@ class Runner:
         ok_before = await handled_count(server.metrics_port, method)
         server_before = procstat.cpu_ticks(procstat.server_pids(server.pid))
         pg_before = procstat.cpu_ticks(procstat.postgres_pids(self.pgdata))
+        # Only a Redis mode's row is charged the Redis CPU; the other modes' processes leave it idle meanwhile.
+        redis_pids = {self.redis.pid} if self.redis and target.path.mode.uses_redis else set()
+        redis_before = procstat.cpu_ticks(redis_pids)
         result = await run_load(
             self.tools,
             server.url(method),
@@ -185,6 +209,7 @@ class Runner:
         server_cpu = procstat.cpu_seconds_between(server_before, procstat.cpu_ticks(pids))
         pg_pids = procstat.postgres_pids(self.pgdata)
         pg_cpu = procstat.cpu_seconds_between(pg_before, procstat.cpu_ticks(pg_pids)) if pg_pids else None
+        redis_cpu = procstat.cpu_seconds_between(redis_before, procstat.cpu_ticks(redis_pids)) if redis_pids else None
         server_ok = await handled_count(server.metrics_port, method) - ok_before
 
         def per_call(seconds: float | None) -> float | None:
@@ -207,6 +232,7 @@ class Runner:
             p99_ms=result.percentile_ms(0.99),
             server_cpu_us_per_call=per_call(server_cpu),
             postgres_cpu_us_per_call=per_call(pg_cpu),
+            redis_cpu_us_per_call=per_call(redis_cpu),
             server_rss_mib=procstat.rss_bytes(pids) / report.MIB,
         )
         self.rounds.append(measured)
@@ -252,7 +278,32 @@ class Runner:
                         f"{measured.rps:.0f} RPC/s, p99 {report.cell(measured.p99_ms, '.2f')} ms, "
                         f"CPU {report.cell(measured.server_cpu_us_per_call, '.0f')} µs/call"
                     )
+        if self.config.staleness:
+            await self.probe_staleness()
         self.timings["total_s"] = round(time.monotonic() - started, 1)
+
+    async def probe_staleness(self) -> None:
+        """The cross-replica probe (bench/staleness.py), after the measured rounds so that its writes and its
+        load touch none of them; at the run's highest concurrency."""
+        concurrency = max(self.config.concurrency, key=lambda setting: setting.in_flight)
+        writer = BY_NAME[NEAR].server
+        self.say(
+            f"staleness: {self.config.staleness_rounds} writes on {writer}, reads on {READER} "
+            f"under GetUser load at {concurrency.label}"
+        )
+        result = await staleness.measure_staleness(
+            self.tools,
+            self.servers[writer],
+            self.servers[READER],
+            self.users,
+            keys=self.config.keys,
+            concurrency=concurrency,
+            rounds=self.config.staleness_rounds,
+            workdir=self.workdir,
+        )
+        self.staleness = result.as_json()
+        if result.problem:
+            raise BenchFailure(result.problem, EXIT_CHECK)
 
 
 def _mask(url: str) -> str:
@@ -279,8 +330,9 @@ def _document(
     config: BenchConfig, paths: list[BenchPath[Any]], runner: Runner | None, tools: Tools | None
 ) -> dict[str, Any]:
     rounds = runner.rounds if runner else []
-    servers = runner.servers if runner else {}
-    peak_mib = {name: _mib(procstat.peak_rss_bytes(server.pid)) for name, server in servers.items()}
+    pids: dict[str, int] = {name: server.pid for name, server in (runner.servers if runner else {}).items()}
+    if runner and runner.redis:
+        pids["redis"] = runner.redis.pid
     return {
         "benchmark": "dataservice unary paths vs a bare grpc.aio echo and a minimal reference GetUser, driven by h2load",
         "ok": False,
@@ -296,7 +348,9 @@ def _document(
             "keys": config.keys,
             "paths": {path.name: path.method for path in paths},
             "database": _mask(config.database_url) if config.database_url else "embedded",
-            "cache_backend": "none",
+            # Each mode's environment (REDIS_URL aside, which names the run's private Redis).
+            "cache_modes": {mode.name: dict(mode.env) for mode in config.cache_modes},
+            "staleness_rounds": config.staleness_rounds if config.staleness else 0,
             "server_env": config.server_env,
             "preflight": config.preflight,
         },
@@ -311,12 +365,16 @@ def _document(
         "results": report.build_results(
             rounds,
             [(c.label, c.connections, c.streams) for c in config.concurrency],
-            [(path.name, path.method, path.server, path.items) for path in paths],
+            [
+                report.Row(path.name, path.method, path.server, path.items, path.mode.name, path.uncached_row)
+                for path in paths
+            ],
             BASELINE,
             REFERENCE,
         ),
+        "staleness": runner.staleness if runner else None,
         "servers": {
-            name: {"pid": server.pid, "peak_rss_mib": peak_mib[name]} for name, server in servers.items()
+            name: {"pid": pid, "peak_rss_mib": _mib(procstat.peak_rss_bytes(pid))} for name, pid in pids.items()
         },
         # True when peak_rss_mib covers only the loads (VmHWM was reset after seeding).
         "peak_rss_excludes_seeding": runner.peak_rss_since_seeding if runner else False,
@@ -365,7 +423,7 @@ async def _run(config: BenchConfig, paths: list[BenchPath[Any]]) -> tuple[dict[s
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     try:
-        paths = select_paths(config.only, config.overrides)
+        paths = select_paths(config.only, config.overrides, config.cache_modes)
     except ValueError as error:
         print(f"python -m bench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -376,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         config.output.write_text(text + "\n")
     if not config.json_only and any(block["paths"] for block in document["results"]):
         print("\n" + report.table(document["results"]), file=sys.stderr)
+    if not config.json_only and document["staleness"]:
+        print(staleness.describe(document["staleness"]) + "\n", file=sys.stderr)
     if document["error"]:
         print(
             f"FAILED: {document['error']}"

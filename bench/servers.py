@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import echo_server
@@ -75,23 +77,53 @@ class ServerProcess:
             return "(no log)"
 
     async def stop(self, grace_s: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL after grace_s; safe to call twice or after the process died."""
-        if self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), grace_s)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+        await _stop(self.process, grace_s)
+
+
+async def _stop(process: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after grace_s; safe to call twice or after the process died."""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), grace_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+@dataclass
+class RedisProcess:
+    """The run's private redis-server, which the Redis cache modes share."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        await _stop(self.process, grace_s)
 
 
 async def _spawn(
     name: str, args: list[str], env: Mapping[str, str], workdir: Path, grpc_port: int, metrics_port: int
 ) -> ServerProcess:
     log_path = workdir / f"{name}.log"
+    process = await _spawn_logged(args, env, log_path)
+    return ServerProcess(name, process, grpc_port, metrics_port, log_path)
+
+
+async def _spawn_logged(args: list[str], env: Mapping[str, str], log_path: Path) -> asyncio.subprocess.Process:
+    """args from the repo root, its output in log_path, ended with the runner."""
     with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *args,
             cwd=REPO_ROOT,
             env=dict(env),
@@ -100,7 +132,6 @@ async def _spawn(
             stderr=asyncio.subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
-    return ServerProcess(name, process, grpc_port, metrics_port, log_path)
 
 
 async def _wait_ready(
@@ -190,35 +221,51 @@ def service_env(
     grpc_port: int,
     metrics_port: int,
     database_url: str | None,
+    cache: Mapping[str, str],
     extra: Mapping[str, str],
 ) -> dict[str, str]:
-    """The service's environment: ours, its ports, no cache, and the database choice.
+    """The service's environment: ours, its ports, its cache mode's settings, and the database choice.
 
     Without a database URL, DATABASE_URL and DB_HOST are removed so the server starts
-    its embedded PostgreSQL, as ``make run`` does.
+    its embedded PostgreSQL, as ``make run`` does. The drain delay is 0: the runner stops
+    its services with SIGTERM when no client is left, and would otherwise wait it out.
+    The mode's settings come after extra (``--server-env``): a row named uncached reads
+    uncached, and no Redis but the run's own is used, whatever extra says.
     """
     env = {key: value for key, value in base.items() if key not in ("DATABASE_URL", "DB_HOST")}
     env.update(
         GRPC_ADDRESS=f"127.0.0.1:{grpc_port}",
         METRICS_PORT=str(metrics_port),
-        CACHE_BACKEND="none",  # the bench measures uncached reads
         LOG_LEVEL="WARNING",
+        SHUTDOWN_DRAIN_SECONDS="0",
     )
     if database_url:
         env["DATABASE_URL"] = database_url
     env.update(extra)
+    env.update(cache)
     return env
 
 
 async def start_service(
-    workdir: Path, *, database_url: str | None, extra_env: Mapping[str, str], timeout_s: float
+    workdir: Path,
+    name: str,
+    *,
+    database_url: str | None,
+    cache_env: Mapping[str, str],
+    extra_env: Mapping[str, str],
+    timeout_s: float,
 ) -> ServerProcess:
-    """``python -m server``, ready when the standard health check says SERVING."""
+    """``python -m server`` named name (its log's name), ready when the standard health check says SERVING."""
     grpc_port, metrics_port = free_port(), free_port()
     env = service_env(
-        os.environ, grpc_port=grpc_port, metrics_port=metrics_port, database_url=database_url, extra=extra_env
+        os.environ,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        database_url=database_url,
+        cache=cache_env,
+        extra=extra_env,
     )
-    server = await _spawn("service", [sys.executable, "-m", "server"], env, workdir, grpc_port, metrics_port)
+    server = await _spawn(name, [sys.executable, "-m", "server"], env, workdir, grpc_port, metrics_port)
 
     async def serving(channel: grpc.aio.Channel) -> bool:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
@@ -228,6 +275,35 @@ async def start_service(
 
     await _wait_ready(server, serving, timeout_s)
     return server
+
+
+async def start_redis(workdir: Path, timeout_s: float = 15.0) -> RedisProcess:
+    """A private redis-server on a free port of 127.0.0.1, nothing saved to disk, ready when it answers PING.
+
+    Private so the Redis modes start empty and nothing else on the machine (the Redis on 6379) is touched.
+    """
+    port = free_port()
+    # fmt: off
+    args = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(workdir), "--logfile", "",
+    ]
+    # fmt: on
+    log_path = workdir / "redis.log"
+    server = RedisProcess(await _spawn_logged(args, os.environ, log_path), port, log_path)
+    deadline = time.monotonic() + timeout_s
+    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
+    try:
+        while time.monotonic() < deadline and server.process.returncode is None:
+            try:
+                if await client.ping():
+                    return server
+            except RedisError:
+                await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    await server.stop(grace_s=5)
+    raise ServerError(f"redis-server on port {port} did not answer PING within {timeout_s:g}s; see {server.log_path}")
 
 
 async def database_dsn(database_url: str | None, pgdata: Path | None) -> str:
