@@ -36,16 +36,24 @@ def embedded(field_number: int, serialized: list[bytes]) -> bytes:
     whole message; a servicer answers with it when its answer is already serialized (server/interceptors.py),
     so that a cached entry is neither parsed nor serialized again."""
     tag = _varint(field_number << 3 | 2)  # wire type 2: length-delimited
-    return b"".join(part for value in serialized for part in (tag, _varint(len(value)), value))
+    parts = []
+    for value in serialized:
+        parts += (tag, _varint(len(value)), value)
+    return b"".join(parts)
 
 
 def _varint(number: int) -> bytes:
+    if number < 0x80:
+        return _SMALL_VARINTS[number]
     out = bytearray()
     while number > 0x7F:
         out.append(number & 0x7F | 0x80)
         number >>= 7
     out.append(number)
     return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((number,)) for number in range(0x80)]
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:
