@@ -48,6 +48,7 @@ from server.metrics import MetricsEndpoint, RpcMetrics
 from server.outage import OutageLog
 from server.passwords import Passwords
 from server.secret import mask_url
+from server.tasks import cancel
 from server.sessions_purge import SessionPurge
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ class App:
                 await asyncio.wait_for(self._hurry.wait(), drain)
         for task in (self._monitor_task, self._purge_task, self._sweep_task):
             if task is not None:
-                await _cancel(task)
+                await cancel(task)
         self.health.end_watches()
         if self._server is not None:
             assert self._policy is not None
@@ -303,14 +304,3 @@ class App:
                 log.warning("pool did not close in time; terminating its connections")
                 self._pool.terminate()
         log.info("stopped")
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancels the background ``task`` and waits for its end. Cancels again while it runs on: on Python 3.11,
-    ``asyncio.wait_for`` swallows a cancellation that arrives just as the awaited work completes, and the
-    health monitor, which loops on ``wait_for``, would then never end (nor would the shutdown waiting for it)."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    if not task.cancelled() and task.exception() is not None:  # a bug in it must not keep the server from stopping
-        log.error("background task had failed", extra={"task": task.get_name()}, exc_info=task.exception())

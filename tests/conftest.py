@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
 import grpc
@@ -74,6 +75,7 @@ async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
 
 
 AppFactory = Callable[..., Awaitable[App]]
+STOP_SECONDS = 30.0
 
 
 @pytest.fixture
@@ -89,7 +91,16 @@ async def start_app() -> AsyncIterator[AppFactory]:
 
     yield start
     for app in apps:
-        await app.stop(0)
+        await stopped(app)
+
+
+async def stopped(app: App) -> None:
+    """Stops ``app``, failing the test rather than hanging the suite if the stop does not end."""
+    try:
+        async with asyncio.timeout(STOP_SECONDS):
+            await app.stop(0)
+    except TimeoutError:
+        pytest.fail(f"the server did not stop within {STOP_SECONDS} s")
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +109,7 @@ async def app(database_url: str, redis_url: str) -> AsyncIterator[App]:
     app = App(settings_for(database_url, REDIS_URL=redis_url))
     await app.start()
     yield app
-    await app.stop(0)
+    await stopped(app)
 
 
 @pytest.fixture(scope="session")

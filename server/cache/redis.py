@@ -30,7 +30,6 @@ client connections open across a restart of the server behind it would hide the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import random
@@ -46,6 +45,7 @@ from server.cache.base import MISSING, Fill, Lookup
 from server.cache.keys import EPOCH
 from server.cache.metrics import CacheMetrics
 from server.outage import OutageLog
+from server.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +367,7 @@ class RedisCache:
         """Closes the client, after one last attempt at invalidations still owed: a restart must not leave behind
         an entry that a write already replaced."""
         if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
+            await cancel(self._probe_task)
         if self._unconfirmed:
             try:
                 await self._delete(list(self._unconfirmed))

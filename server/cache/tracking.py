@@ -18,7 +18,6 @@ t + heartbeat_seconds + max_lag_seconds at the latest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -31,6 +30,7 @@ from redis.exceptions import RedisError
 
 from server.cache.keys import HEARTBEAT_PREFIX, TRACKED_PREFIXES
 from server.cache.metrics import CacheMetrics
+from server.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,10 @@ class InvalidationStream:
             await tracker.send_command("SET", self._heartbeat_key, "1", "PX", "60000")
             await tracker.read_response()
             try:
-                await asyncio.wait_for(self._heartbeat_back.wait(), self._max_lag)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as
+                # the heartbeat comes back, and this loop would then outlive the close that cancelled it.
+                async with asyncio.timeout(self._max_lag):
+                    await self._heartbeat_back.wait()
             except TimeoutError:
                 raise StreamLost(f"a heartbeat was not reported back within {self._max_lag} s") from None
             lag = time.monotonic() - sent
@@ -166,8 +169,6 @@ class InvalidationStream:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel(self._task)
         self.on_time = False
         await self._pool.aclose()
