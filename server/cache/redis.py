@@ -210,10 +210,10 @@ class RedisCache:
         """What must run after an outage before entries are served again; its failure prolongs the outage."""
         self._recover = recover
 
-    def suspect(self, reason: str) -> None:
-        """Treats Redis as failed (e.g. its invalidation stream was lost): bypass, probe, recover."""
-        self._bypass()
-        log.debug("cache bypassed", extra={"reason": reason})
+    def suspect(self, error: Exception) -> None:
+        """Treats Redis as failed, as when the near cache's invalidation stream is lost: the outage is logged
+        and the cache bypassed until a probe succeeds and the recovery has run."""
+        self._failed("invalidation stream", error)
 
     async def _adopt_run_id(self, connection: AbstractConnection) -> None:
         """redis-py calls this on each new connection instead of its handshake (``on_connect``), so it runs that

@@ -45,7 +45,7 @@ class StreamLost(Exception):
 
 class InvalidationStream:
     """Calls ``on_keys(keys)`` for every reported change, ``on_flush()`` whenever Redis flushed everything or
-    reports may have been missed, and then also ``on_lost(reason)``: Redis itself may be failing, and writes may
+    reports may have been missed, and then also ``on_lost(error)``: Redis itself may be failing, and writes may
     have missed it. ``on_time`` says whether reports can be trusted right now."""
 
     def __init__(
@@ -55,7 +55,7 @@ class InvalidationStream:
         *,
         on_keys: Callable[[list[str]], None],
         on_flush: Callable[[], None],
-        on_lost: Callable[[str], None],
+        on_lost: Callable[[Exception], None],
         timeout_seconds: float,
         heartbeat_seconds: float,
         max_lag_seconds: float,
@@ -86,7 +86,7 @@ class InvalidationStream:
             except (RedisError, OSError, StreamLost) as exc:
                 if self.on_time:  # it had worked: try again soon
                     delay = _RECONNECT_FIRST_SECONDS
-                self._lost(repr(exc))
+                self._lost(exc)
             finally:
                 for connection in connections:
                     await connection.disconnect()
@@ -159,13 +159,13 @@ class InvalidationStream:
                 log.info("near cache serving: Redis reports changes on time", extra={"lag_ms": round(lag * 1000, 3)})
             await asyncio.sleep(max(0.0, self._heartbeat_seconds - lag))
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, error: Exception) -> None:
         self._on_flush()
-        self._on_lost(reason)
+        self._on_lost(error)
         if self.on_time:
             self.on_time = False
             self._metrics.near_enabled.set(0)
-            log.warning("near cache off and emptied: invalidation stream lost", extra={"reason": reason})
+            log.warning("near cache off and emptied: invalidation stream lost", extra={"error": repr(error)})
 
     async def aclose(self) -> None:
         if self._task is not None:
