@@ -213,6 +213,12 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
 }
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says a dependency cannot answer (down, unreachable, too slow) rather than that the code is
+    wrong: what background passes log as an outage instead of as a bug."""
+    return code_for(exc) in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 def code_for(exc: BaseException) -> grpc.StatusCode | None:
     """The status code for ``exc``, most specific class first; None when it is not a known error."""
     for kind in type(exc).__mro__:

@@ -17,18 +17,15 @@ import asyncio
 import logging
 from datetime import timedelta
 
-import grpc
 
 from server.db.database import Database
-from server.errors import code_for
+from server.errors import is_outage
 from server.outage import OutageLog
 from server.store import sessions as store
 
 log = logging.getLogger(__name__)
 
 ENDED_RETENTION = timedelta(days=1)
-# What a database that cannot answer looks like (down, unreachable, too slow): an outage, not a bug.
-_OUTAGE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class SessionPurge:
@@ -56,7 +53,7 @@ class SessionPurge:
         try:
             purged = await self.run_once()
         except Exception as exc:
-            if code_for(exc) in _OUTAGE_CODES:
+            if is_outage(exc):
                 self._outage.failed("session purge", exc)
             else:
                 log.exception("session purge failed")

@@ -64,10 +64,6 @@ class NearCache:
         """Starts following Redis's reports; the process serves nothing of its own until they are on time."""
         self._stream.start()
 
-    @property
-    def serving(self) -> bool:
-        return self._stream.on_time
-
     def cached(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
         if entry is None or not self._stream.on_time:

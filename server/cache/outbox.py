@@ -20,19 +20,17 @@ import logging
 from datetime import timedelta
 
 import asyncpg
-import grpc
 
 from server.cache import keys
 from server.cache.base import Cache, NotConfirmed
 from server.cache.metrics import CacheMetrics
 from server.db.database import Database
-from server.errors import code_for
+from server.errors import is_outage
 from server.outage import OutageLog
 from server.store import cache_outbox as store
 
 log = logging.getLogger(__name__)
 
-_OUTAGE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class OutboxSweep:
@@ -72,7 +70,7 @@ class OutboxSweep:
             except asyncpg.UndefinedTableError:
                 continue  # the schema is not migrated yet: no write can have recorded anything
             except Exception as exc:
-                if code_for(exc) in _OUTAGE_CODES:
+                if is_outage(exc):
                     self._outage.failed("cache outbox sweep", exc)
                 else:
                     log.exception("cache outbox sweep failed")
