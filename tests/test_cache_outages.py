@@ -182,3 +182,26 @@ async def test_health_stays_serving_without_redis_and_names_the_cache_as_bypasse
             assert time.monotonic() < give_up, "the cache never came back into use"
             await asyncio.sleep(0.05)
         assert one.app.metrics_registry.get_sample_value("dataservice_cache_breaker_open") == 0
+
+
+async def test_a_redis_that_refuses_tracking_turns_the_near_cache_off_and_keeps_the_shared_cache(
+    database_url, start_app, private_redis, caplog
+):
+    """A Redis user not allowed CLIENT TRACKING (a managed Redis may forbid it): the near cache says so once and
+    stays off, and the shared cache is used as usual instead of being bypassed again and again."""
+    admin = redis.Redis.from_url(private_redis.url)
+    await admin.execute_command("ACL", "SETUSER", "svc", "on", ">svc-password", "~*", "&*", "+@all", "-client|tracking")
+    await admin.aclose()
+    url = f"redis://svc:svc-password@127.0.0.1:{private_redis.port}/0"
+    async with replica(start_app, replica_settings(database_url, url, near=True)) as one:
+        user_id = await new_user(one.users)
+        await warm(lambda: user_of(one, user_id))
+        await asyncio.sleep(1.0)  # long enough for several attempts at the stream, were it retried
+        await warm(lambda: user_of(one, user_id))
+        registry = one.app.metrics_registry
+        assert registry.get_sample_value("dataservice_cache_near_enabled") == 0
+        assert registry.get_sample_value("dataservice_cache_hits_total", {"entity": "user", "tier": "shared"}) >= 5
+        assert await cache_in_use(one)
+    refusals = [record for record in caplog.records if "refuses server-assisted invalidation" in record.getMessage()]
+    assert len(refusals) == 1
+    assert not [record for record in caplog.records if record.getMessage() == "cache unavailable"]

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from server.cache.keys import HEARTBEAT_PREFIX, TRACKED_PREFIXES
 from server.cache.metrics import CacheMetrics
@@ -41,6 +41,11 @@ _RECONNECT_MAX_SECONDS = 5.0
 
 class StreamLost(Exception):
     """The invalidation stream stopped being trustworthy (a connection failed, or a heartbeat was late)."""
+
+
+class TrackingRefused(Exception):
+    """Redis refuses what the stream needs (an ACL without CLIENT or SUBSCRIBE, a renamed command): asking again
+    would not help, and Redis itself is fine."""
 
 
 class InvalidationStream:
@@ -83,6 +88,14 @@ class InvalidationStream:
             connections: list[AbstractConnection] = []
             try:
                 await self._follow(connections)
+            except TrackingRefused as exc:
+                self._on_flush()
+                log.error(
+                    "near cache off: Redis refuses server-assisted invalidation; set CACHE_NEAR=false, or allow "
+                    "CLIENT ID, CLIENT TRACKING and SUBSCRIBE to this user",
+                    extra={"error": str(exc.__cause__)},
+                )
+                return
             except (RedisError, OSError, StreamLost) as exc:
                 if self.on_time:  # it had worked: try again soon
                     delay = _RECONNECT_FIRST_SECONDS
@@ -99,16 +112,13 @@ class InvalidationStream:
         subscriber = self._pool.make_connection()
         connections.append(subscriber)
         await subscriber.connect()
-        await subscriber.send_command("CLIENT", "ID")
-        subscriber_id = await subscriber.read_response()
-        await subscriber.send_command("SUBSCRIBE", CHANNEL)
-        await subscriber.read_response()
+        subscriber_id = await _set_up(subscriber, "CLIENT", "ID")
+        await _set_up(subscriber, "SUBSCRIBE", CHANNEL)
         tracker = self._pool.make_connection()
         connections.append(tracker)
         await tracker.connect()
         prefixes = [part for prefix in TRACKED_PREFIXES for part in ("PREFIX", prefix)]
-        await tracker.send_command("CLIENT", "TRACKING", "on", "REDIRECT", subscriber_id, "BCAST", *prefixes)
-        await tracker.read_response()
+        await _set_up(tracker, "CLIENT", "TRACKING", "on", "REDIRECT", subscriber_id, "BCAST", *prefixes)
         reading = asyncio.create_task(self._read(subscriber))
         beating = asyncio.create_task(self._beat(tracker))
         try:
@@ -172,3 +182,13 @@ class InvalidationStream:
             await cancel(self._task)
         self.on_time = False
         await self._pool.aclose()
+
+
+async def _set_up(connection: AbstractConnection, *command: object) -> object:
+    """Sends one command of the stream's set-up; an error answer is a refusal. (A Redis still loading its data
+    answers with an error that redis-py raises as a connection error, and is asked again later.)"""
+    await connection.send_command(*command)
+    try:
+        return await connection.read_response()
+    except ResponseError as exc:
+        raise TrackingRefused() from exc
