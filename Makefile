@@ -27,7 +27,7 @@ run: install
 test: lint check-stubs unit-tests pg15-tests
 
 unit-tests: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not without_pgvector" tests
 
 pg15-tests: install
 	TEST_DATABASE_URL=$(PG15_URL) TEST_REDIS_URL=$(MACHINE_REDIS_URL) $(PY) -m pytest -q -m "not pgvector" tests

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from server.api.content import ContentServicer
+from server.api.embeddings import EmbeddingServicer
 from server.api.health import NOT_SERVING, SERVING, HealthServicer
 from server.api.paging import PageTokens
 from server.api.sessions import SessionServicer
@@ -29,6 +30,7 @@ from server.api.unimplemented import UnimplementedServicer
 from server.api.users import UserServicer
 from server.cache.base import Cache
 from server.cache.content import Contents
+from server.cache.embeddings import Embeddings
 from server.cache.factory import create_cache
 from server.cache.metrics import CacheMetrics
 from server.cache.outbox import OutboxSweep
@@ -40,7 +42,9 @@ from server.config import DEVELOPMENT_PAGE_TOKEN_SECRET, Settings
 from server.db import migrate
 from server.db.database import Database
 from server.db.embedded import start_embedded_postgres
+from server.db.pgvector import VectorSupport
 from server.db.pool import create_pool, warm_up
+from server.embeddings_purge import EmbeddingPurge
 from server.health import HealthMonitor
 from server.interceptors import RpcPolicy
 from server.login_limit import LoginLimiter, LoginLimits
@@ -54,23 +58,27 @@ from server.sessions_purge import SessionPurge
 log = logging.getLogger(__name__)
 
 _UNSERVED_REASON = (
-    "this server version serves UserService, SessionService and ContentService only; "
+    "this server version serves UserService, SessionService, ContentService and EmbeddingService only; "
     "call it on a server that serves this service"
 )
-_UNSERVED = [recommendation_service_pb2, embedding_service_pb2]
+_UNSERVED = [recommendation_service_pb2]
 _USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 _SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]
 _CONTENT_SERVICE = content_service_pb2.DESCRIPTOR.services_by_name["ContentService"]
+_EMBEDDING_SERVICE = embedding_service_pb2.DESCRIPTOR.services_by_name["EmbeddingService"]
 _UNSERVED_SERVICES = [service for module in _UNSERVED for service in module.DESCRIPTOR.services_by_name.values()]
 SERVICE_NAMES = [
     _USER_SERVICE.full_name,
     _SESSION_SERVICE.full_name,
     _CONTENT_SERVICE.full_name,
+    _EMBEDDING_SERVICE.full_name,
     *(service.full_name for service in _UNSERVED_SERVICES),
 ]
 # The health of a dependency rather than a service: SERVING while the cache is in use, NOT_SERVING while Redis
 # fails and reads go to PostgreSQL. "" and the services stay SERVING then: the database is the truth.
 CACHE_HEALTH_NAME = "dataservice.cache"
+# The services that need pgvector: NOT_SERVING without it, while "" and the others serve.
+VECTOR_SERVICE_NAMES = [_EMBEDDING_SERVICE.full_name]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the protos promise 16 MiB for embedding batches
 
 
@@ -101,15 +109,25 @@ class App:
         self._monitor_task: asyncio.Task[None] | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._embedding_purge_task: asyncio.Task[None] | None = None
+        self.vectors = VectorSupport()
         self.cache_metrics = CacheMetrics(self.metrics_registry)
         # The sweep of recorded cache invalidations, built by start() also when its task is off.
         self.outbox_sweep: OutboxSweep | None = None
         # The purge of ended sessions, built by start() also when its task is off: run_once() is one pass.
         self.session_purge: SessionPurge | None = None
+        # The purge of expired embeddings, likewise.
+        self.embedding_purge: EmbeddingPurge | None = None
         self.health = HealthServicer()
         self._hurry = asyncio.Event()
         self.port = 0
         self.dsn = ""
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The database pool, once started: for tests that look at what a pooled connection carries."""
+        assert self._pool is not None, "the App has not started"
+        return self._pool
 
     @property
     def state(self) -> AppState:
@@ -164,6 +182,8 @@ class App:
             check_timeout_seconds=settings.db_connect_timeout_seconds + 2.0,
             migration_timeout_seconds=settings.migration_timeout_seconds,
             outage=self._database_outage,
+            vectors=self.vectors,
+            vector_service_names=VECTOR_SERVICE_NAMES,
         )
         if await monitor.check_once():  # SERVING at once when the database is already there
             await warm_up(self._pool, settings.db_pool_min_size, settings.db_connect_timeout_seconds)
@@ -177,6 +197,11 @@ class App:
             assert self.outbox_sweep is not None
             self._sweep_task = asyncio.create_task(
                 self.outbox_sweep.run(settings.cache_outbox_sweep_seconds), name="cache-outbox-sweep"
+            )
+        if settings.embedding_purge_interval_seconds > 0:
+            assert self.embedding_purge is not None
+            self._embedding_purge_task = asyncio.create_task(
+                self.embedding_purge.run(settings.embedding_purge_interval_seconds), name="embedding-purge"
             )
         if settings.metrics_port is not None:
             try:
@@ -225,6 +250,9 @@ class App:
         )
         self._cache.set_recovery(self.outbox_sweep.recover)
         self.session_purge = SessionPurge(db, batch_size=settings.session_purge_batch_size, outage=self._database_outage)
+        self.embedding_purge = EmbeddingPurge(
+            db, self.vectors, batch_size=settings.embedding_purge_batch_size, outage=self._database_outage
+        )
         passwords = await asyncio.to_thread(  # hashes its decoy password: CPU work, off the loop
             Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
         )
@@ -245,6 +273,19 @@ class App:
         policy.register(server, UserServicer(users, passwords, page_tokens, self._login_limiter), _USER_SERVICE)
         policy.register(server, SessionServicer(sessions, page_tokens), _SESSION_SERVICE)
         policy.register(server, ContentServicer(contents, page_tokens), _CONTENT_SERVICE)
+        embeddings = EmbeddingServicer(
+            Embeddings(db, self.vectors),
+            page_tokens,
+            ef_search=settings.embedding_ef_search,
+            scan_budget=settings.embedding_scan_budget,
+            index_build_memory=settings.embedding_index_build_memory,
+        )
+        policy.register(
+            server,
+            embeddings,
+            _EMBEDDING_SERVICE,
+            timeouts={"ImportEmbeddings": settings.embedding_import_timeout_seconds},
+        )
         for service in _UNSERVED_SERVICES:
             policy.register(server, UnimplementedServicer(service, _UNSERVED_REASON), service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -282,7 +323,7 @@ class App:
         if drain > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), drain)
-        for task in (self._monitor_task, self._purge_task, self._sweep_task):
+        for task in (self._monitor_task, self._purge_task, self._sweep_task, self._embedding_purge_task):
             if task is not None:
                 await cancel(task)
         self.health.end_watches()

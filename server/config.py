@@ -8,6 +8,7 @@ The variables and their defaults are listed in the README's configuration table.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,18 @@ class Settings:
     """How often ended sessions are purged; 0 turns the purge off on this replica."""
     session_purge_batch_size: int = 1000
     """Most sessions one purge transaction deletes."""
+    embedding_ef_search: int = 100
+    """HNSW candidate list size of a search that names none (pgvector's hnsw.ef_search), 1 to 1000."""
+    embedding_scan_budget: int = 20000
+    """Index entries a filtered search may visit when the request names no scan_budget (hnsw.max_scan_tuples)."""
+    embedding_import_timeout_seconds: float = 3600.0
+    """Longest an ImportEmbeddings call may run (its caller's deadline, when shorter, wins)."""
+    embedding_index_build_memory: str = "512MB"
+    """maintenance_work_mem of the HNSW build at the end of an import into an empty collection."""
+    embedding_purge_interval_seconds: float = 60.0
+    """How often expired embeddings are deleted; 0 turns the purge off on this replica."""
+    embedding_purge_batch_size: int = 1000
+    """Most embeddings of one collection one purge statement deletes."""
     login_failures_per_email: int = 5
     """Failed logins within the window that lock an email out of AuthenticateUser; 0 turns this limit off."""
     login_failures_per_ip: int = 50
@@ -181,6 +194,22 @@ class Settings:
             ),
             session_purge_batch_size=read.get(
                 "SESSION_PURGE_BATCH_SIZE", _positive(int), cls.session_purge_batch_size
+            ),
+            embedding_ef_search=read.get("EMBEDDING_EF_SEARCH", _between(1, 1000), cls.embedding_ef_search),
+            embedding_scan_budget=read.get(
+                "EMBEDDING_SCAN_BUDGET", _between(1, 1_000_000), cls.embedding_scan_budget
+            ),
+            embedding_import_timeout_seconds=read.get(
+                "EMBEDDING_IMPORT_TIMEOUT_SECONDS", _positive(float), cls.embedding_import_timeout_seconds
+            ),
+            embedding_index_build_memory=read.get(
+                "EMBEDDING_INDEX_BUILD_MEMORY", _memory_size, cls.embedding_index_build_memory
+            ),
+            embedding_purge_interval_seconds=read.get(
+                "EMBEDDING_PURGE_INTERVAL_SECONDS", _non_negative(float), cls.embedding_purge_interval_seconds
+            ),
+            embedding_purge_batch_size=read.get(
+                "EMBEDDING_PURGE_BATCH_SIZE", _positive(int), cls.embedding_purge_batch_size
             ),
             login_failures_per_email=read.get(
                 "LOGIN_FAILURES_PER_EMAIL", _non_negative_int, cls.login_failures_per_email
@@ -323,6 +352,23 @@ def _bool(value: str) -> bool:
 
 def _non_negative_int(value: str) -> int:
     return _non_negative(int)(value)
+
+
+def _memory_size(value: str) -> str:
+    """A PostgreSQL memory size with its unit, as SET takes it: 64MB, 2GB."""
+    if re.fullmatch(r"[1-9][0-9]{0,6}(kB|MB|GB)", value) is None:
+        raise ValueError("expected a whole number with kB, MB or GB, like 512MB")
+    return value
+
+
+def _between(low: int, high: int) -> Callable[[str], int]:
+    def convert(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return number
+
+    return convert
 
 
 def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:

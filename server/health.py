@@ -1,5 +1,6 @@
 """Keeps the standard grpc.health.v1 statuses true: SERVING only while PostgreSQL answers, accepts writes and
-has at least the schema this build needs.
+has at least the schema this build needs; the vector services (EmbeddingService) also need pgvector, and are
+NOT_SERVING without it while ``""`` and the other services stay SERVING.
 
 The monitor checks in the background; while the database is down it retries with exponential backoff and
 full jitter (so replicas do not stampede a recovering database), and flips every status back to SERVING
@@ -18,7 +19,7 @@ import asyncpg
 from grpc_health.v1 import health_pb2
 
 from server.api.health import NOT_SERVING, SERVING, HealthServicer
-from server.db import migrate
+from server.db import migrate, pgvector
 from server.outage import OutageLog
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,13 @@ class HealthMonitor:
         check_timeout_seconds: float,
         migration_timeout_seconds: float,
         outage: OutageLog,
+        vectors: pgvector.VectorSupport,
+        vector_service_names: Iterable[str],
     ) -> None:
         self._servicer = servicer
         self._names = ["", *service_names]
+        self._vectors = vectors
+        self._vector_names = frozenset(vector_service_names)
         self._pool = pool
         self._migrator = migrator
         self._latest_version = migrator.latest_version
@@ -62,6 +67,7 @@ class HealthMonitor:
         self._outage = outage
         self._schema_verified = False
         self._serving: bool | None = None
+        self._vectors_serving: bool | None = None
 
     @property
     def serving(self) -> bool:
@@ -88,6 +94,8 @@ class HealthMonitor:
                 # A budget of its own: a migration may rightly take longer than a health check.
                 await asyncio.wait_for(self._migrator.up(), self._migration_timeout)
                 version, read_only = await asyncio.wait_for(self._probe(), self._check_timeout)
+            await asyncio.wait_for(self._check_pgvector(install=self._auto_migrate and not read_only),
+                                   self._check_timeout)
             if not self._schema_verified:
                 # Once per process: the applied migrations must be the ones this build ships, byte for byte.
                 await asyncio.wait_for(self._migrator.verify(), self._check_timeout)
@@ -118,12 +126,26 @@ class HealthMonitor:
             read_only = await conn.fetchval("SELECT current_setting('transaction_read_only') = 'on'")
         return version, read_only
 
+    async def _check_pgvector(self, *, install: bool) -> None:
+        """Reads (or, with ``install``, creates) pgvector; the vector services follow it at the next ``_set``."""
+        async with self._pool.acquire() as conn:
+            version, missing_reason = await pgvector.check(conn, install=install)
+        if missing_reason is not None and not self._vectors.known_missing:
+            log.warning("pgvector missing: the vector services are not serving", extra={"reason": missing_reason})
+        elif version is not None and self._vectors.known_missing:
+            log.info("pgvector found: the vector services can serve", extra={"pgvector": version})
+        self._vectors.update(version, missing_reason)
+
     async def _set(self, healthy: bool, reason: str) -> None:
-        if healthy == self._serving:
+        vectors_serving = healthy and not self._vectors.known_missing
+        if healthy == self._serving and vectors_serving == self._vectors_serving:
             return
+        if healthy != self._serving:
+            status = SERVING if healthy else NOT_SERVING
+            log.log(logging.INFO if healthy else logging.WARNING, "health changed",
+                    extra={"status": health_pb2.HealthCheckResponse.ServingStatus.Name(status), "reason": reason})
         self._serving = healthy
-        status = SERVING if healthy else NOT_SERVING
-        log.log(logging.INFO if healthy else logging.WARNING, "health changed",
-                extra={"status": health_pb2.HealthCheckResponse.ServingStatus.Name(status), "reason": reason})
+        self._vectors_serving = vectors_serving
         for name in self._names:
-            self._servicer.set(name, status)
+            serving = vectors_serving if name in self._vector_names else healthy
+            self._servicer.set(name, SERVING if serving else NOT_SERVING)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -92,6 +92,22 @@ def _passing_serialized(message_class: type[Message]) -> Callable[[Message | byt
     return serialize_response
 
 
+def _parsed_stream(behavior: Behavior) -> Behavior:
+    """A client-streaming servicer method whose request stream raises INVALID_ARGUMENT at the first message
+    that does not parse, instead of handing it on."""
+
+    async def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        async def parsed() -> AsyncIterator[Message]:
+            async for request in requests:
+                if request.__class__ is MalformedRequest:
+                    raise UndecodableRequest(request.message_name)
+                yield request
+
+        return await behavior(parsed(), context)
+
+    return call
+
+
 class RpcPolicy:
     """Registers servicers with the per-call rules wrapped around each of their methods."""
 
@@ -120,18 +136,33 @@ class RpcPolicy:
                 return
             await asyncio.sleep(_QUIET_SECONDS / 4)
 
-    def register(self, server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+    def register(
+        self,
+        server: grpc.aio.Server,
+        servicer: object,
+        service: ServiceDescriptor,
+        *,
+        timeouts: Mapping[str, float] | None = None,
+    ) -> None:
         """Serves every method of ``service`` from the same-named method of ``servicer``, wrapped.
 
         The handlers are built here rather than by the generated ``add_*_to_server`` so that the request
-        parser is ours: it turns undecodable bytes into INVALID_ARGUMENT.
+        parser is ours: it turns undecodable bytes into INVALID_ARGUMENT. Unary and client-streaming methods
+        are served; ``timeouts`` gives a method a longer budget than DB_COMMAND_TIMEOUT_SECONDS (a bulk load).
         """
         handlers = {}
         for method in service.methods:
-            if method.client_streaming or method.server_streaming:
-                raise TypeError(f"{method.full_name}: only unary methods are supported")
-            behavior = self.wrap(f"/{service.full_name}/{method.name}", getattr(servicer, method.name))
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            if method.server_streaming:
+                raise TypeError(f"{method.full_name}: server-streaming methods are not supported")
+            timeout = (timeouts or {}).get(method.name, self._default_timeout)
+            servicer_method = getattr(servicer, method.name)
+            if method.client_streaming:
+                servicer_method = _parsed_stream(servicer_method)
+            behavior = self.wrap(f"/{service.full_name}/{method.name}", servicer_method, default_timeout=timeout)
+            make_handler = (
+                grpc.stream_unary_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
+            )
+            handlers[method.name] = make_handler(
                 behavior,
                 request_deserializer=_tolerant_parser(GetMessageClass(method.input_type)),
                 response_serializer=_passing_serialized(GetMessageClass(method.output_type)),
@@ -139,10 +170,11 @@ class RpcPolicy:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
         server.add_registered_method_handlers(service.full_name, handlers)
 
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
-        """``behavior`` (a servicer method serving ``method``, as ``/package.Service/Method``) with the rules."""
+    def wrap(self, method: str, behavior: Behavior, *, default_timeout: float | None = None) -> Behavior:
+        """``behavior`` (a servicer method serving ``method``, as ``/package.Service/Method``) with the rules;
+        ``default_timeout`` bounds a call whose caller set no shorter deadline (DB_COMMAND_TIMEOUT_SECONDS)."""
         metrics = self._metrics
-        default_timeout = self._default_timeout
+        default_timeout = self._default_timeout if default_timeout is None else default_timeout
         debug = log.isEnabledFor(logging.DEBUG)  # read once: the level is fixed at start
         policy = self
         database_outage = self._database_outage

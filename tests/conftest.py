@@ -29,6 +29,16 @@ def postgres_admin_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+async def pgvector_offered(postgres_admin_url: str) -> bool:
+    """Whether the PostgreSQL under test offers pgvector: the embedded 18 does, the machine's 15 does not."""
+    conn = await asyncpg.connect(postgres_admin_url)
+    try:
+        return await conn.fetchval("SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'vector')")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     with backends.redis_server() as url:
         yield url

@@ -25,14 +25,15 @@ from server.health import retry_delay
 from tests.backends import EmbeddedPostgres
 from tests.harness import MIGRATIONS, migrations_plus, settings_for
 
+# The names that follow the database alone; EmbeddingService also needs pgvector (tests/test_embeddings*.py).
 SERVICE_NAMES = [
     "",
     "dataservice.v1.UserService",
     "dataservice.v1.SessionService",
     "dataservice.v1.ContentService",
     "dataservice.v1.RecommendationService",
-    "dataservice.v1.EmbeddingService",
 ]
+VECTOR_SERVICE = "dataservice.v1.EmbeddingService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -64,8 +65,12 @@ async def wait_for_status(port: int, expected: int, within: float = 30.0) -> Non
         await asyncio.sleep(0.1)
 
 
-async def test_health_is_serving_for_every_service_name(app):
+async def test_health_is_serving_for_every_service_name_and_for_embeddings_where_pgvector_is(app, pgvector_offered):
     assert set((await statuses(app.port)).values()) == {SERVING}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        request = health_pb2.HealthCheckRequest(service=VECTOR_SERVICE)
+        vectors = (await health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)).status
+    assert vectors == (SERVING if pgvector_offered else NOT_SERVING)
 
 
 async def test_health_follows_a_database_outage_and_recovery_without_restart(private_postgres, start_app, caplog):
@@ -199,10 +204,11 @@ def test_the_retry_delay_stays_bounded_however_long_the_database_is_away():
     assert retry_delay(1, first_seconds=0.1, max_seconds=2.0) <= 0.1
 
 
-async def test_health_list_reports_every_service(app):
+async def test_health_list_reports_every_service(app, pgvector_offered):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=5)
     assert {name: response.status for name, response in listed.statuses.items()} == {
         **dict.fromkeys(SERVICE_NAMES, SERVING),
+        VECTOR_SERVICE: SERVING if pgvector_offered else NOT_SERVING,
         CACHE_HEALTH_NAME: SERVING,
     }

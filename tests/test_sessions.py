@@ -756,7 +756,7 @@ async def test_a_purge_without_its_database_is_logged_once_per_outage_and_never_
         await app.session_purge.run_logged()
     outage_lines = [record for record in caplog.records if record.name == "server.rpc"]
     assert [record.getMessage() for record in outage_lines] == ["database unavailable"]
-    assert outage_lines[0].last_failed_operation == "session purge"
+    assert outage_lines[0].last_failed_operation == "purge of ended sessions"
 
 
 def test_the_purge_interval_may_be_zero_but_not_negative_and_batches_must_hold_a_row():

@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 import grpc
-from dataservice.v1 import common_pb2
 from dataservice.v1 import content_service_pb2 as pb
 from dataservice.v1 import content_service_pb2_grpc as pb_grpc
 
@@ -19,12 +18,10 @@ from server.domain.common import CreateRequest, PageCursor, request_fingerprint
 from server.domain.content import ContentChanges, ContentFilter, ContentOrder, ContentStatus, NewContent, RankCursor
 from server.errors import Unimplemented, clip
 from server.messages.common import embedded
-from server.messages.content import STATUS_FROM_MESSAGE, fill_content
+from server.messages.content import fill_content
 
 MAX_TITLE_CHARS = 300
 MAX_BODY_BYTES = 1024 * 1024
-MAX_TAGS = 32
-MAX_TAG_CHARS = 64
 MAX_METADATA_BYTES = 16 * 1024
 MAX_BATCH_IDS = 100
 MAX_QUERY_CHARS = 1000
@@ -40,7 +37,6 @@ _ORDERS = {
     pb.CONTENT_ORDER_UPDATE_TIME_DESC: ContentOrder.UPDATE_TIME_DESC,
     pb.CONTENT_ORDER_UPDATE_TIME_ASC: ContentOrder.UPDATE_TIME_ASC,
 }
-_STATUS_NAMES = "CONTENT_STATUS_DRAFT, CONTENT_STATUS_PUBLISHED or CONTENT_STATUS_ARCHIVED"
 _LAST_MOMENT = datetime.max.replace(tzinfo=UTC)  # the latest Timestamp there is; nothing is created after it
 
 _CONTENT_FIELD = pb.GetContentResponse.DESCRIPTOR.fields_by_name["content"].number
@@ -63,9 +59,9 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         author_id = check.uuid("content.author_id", given.author_id)
         title = check.text("content.title", given.title, min_length=1, max_length=MAX_TITLE_CHARS, single_line=True)
         body = _body(check, given.body)
-        tags = _tags(check, "content.tags", given.tags)
+        tags = check.tags("content.tags", given.tags)
         metadata = _metadata(check, given)
-        status = _status(check, "content.status", given.status, unset=ContentStatus.DRAFT)
+        status = check.content_status("content.status", given.status, unset=ContentStatus.DRAFT)
         request_id = check.uuid("request_id", request.request_id, required=False)
         check.raise_if_any()
         new = NewContent(author_id=author_id, title=title, body=body, tags=tags, metadata=metadata, status=status)
@@ -148,9 +144,9 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                 else None
             ),
             body=_body(check, given.body) if "body" in paths else None,
-            tags=_tags(check, "content.tags", given.tags) if "tags" in paths else None,
+            tags=check.tags("content.tags", given.tags) if "tags" in paths else None,
             metadata=_metadata(check, given) if "metadata" in paths else None,
-            status=_status(check, "content.status", given.status, unset=None) if "status" in paths else None,
+            status=check.content_status("content.status", given.status, unset=None) if "status" in paths else None,
         )
         expected_version = check.conditional_etag("content.etag", given.etag, request.etag)
         check.raise_if_any()
@@ -216,18 +212,6 @@ def _ids(check: Violations, texts: Sequence[str]) -> list[UUID]:
     return ids
 
 
-def _status(check: Violations, field: str, number: int, *, unset: ContentStatus | None) -> ContentStatus | None:
-    """The status ``number`` names; CONTENT_STATUS_UNSPECIFIED means ``unset``, refused where that is None."""
-    if number == common_pb2.CONTENT_STATUS_UNSPECIFIED:
-        if unset is None:
-            check.add(field, f"must be {_STATUS_NAMES}")
-        return unset
-    status = STATUS_FROM_MESSAGE.get(number)
-    if status is None:
-        check.add(field, f"{number} is not a ContentStatus; use {_STATUS_NAMES}")
-    return status
-
-
 def _body(check: Violations, body: str) -> str:
     # Counting characters first spares encoding a body that is too long in any encoding.
     if len(body) > MAX_BODY_BYTES or len(body.encode()) > MAX_BODY_BYTES:
@@ -235,16 +219,6 @@ def _body(check: Violations, body: str) -> str:
     elif "\x00" in body:
         check.add("content.body", "must not contain NUL characters")  # PostgreSQL's text cannot store them
     return body
-
-
-def _tags(check: Violations, field: str, tags: Sequence[str]) -> list[str]:
-    """The tags with duplicates dropped, first occurrence kept."""
-    if len(tags) > MAX_TAGS:
-        check.add(field, f"must hold at most {MAX_TAGS} tags, not {len(tags)}")
-        return []
-    for index, tag in enumerate(tags):
-        check.text(f"{field}[{index}]", tag, min_length=1, max_length=MAX_TAG_CHARS, single_line=True)
-    return list(dict.fromkeys(tags))
 
 
 def _metadata(check: Violations, content: pb.Content) -> dict[str, Any]:
@@ -271,11 +245,11 @@ def _time(check: Violations, where: pb.ContentFilter, name: str, *, round_up: bo
 
 def _filter(check: Violations, where: pb.ContentFilter) -> ContentFilter:
     statuses = [
-        _status(check, f"filter.statuses[{index}]", number, unset=None) for index, number in enumerate(where.statuses)
+        check.content_status(f"filter.statuses[{index}]", number, unset=None) for index, number in enumerate(where.statuses)
     ]
     return ContentFilter(
         author_id=check.uuid("filter.author_id", where.author_id, required=False),
-        tags=_tags(check, "filter.tags", where.tags) or None,
+        tags=check.tags("filter.tags", where.tags) or None,
         statuses=[status for status in statuses if status is not None] or None,
         created_after=_time(check, where, "create_time_after", round_up=False),
         created_before=_time(check, where, "create_time_before", round_up=True),

@@ -33,9 +33,10 @@ _FORMAT = 1
 _POSITION = struct.Struct(">Bq16s")  # format, microseconds since the epoch, row id
 _RANKED_FORMAT = 2
 _RANKED_POSITION = struct.Struct(">Bf16s")  # format, rank (float4, as PostgreSQL ranks: exact), row id
+_NAMED_FORMAT = 3  # format byte, then the UTF-8 name of the last row (listings ordered by name)
 _NONCE_BYTES = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_TOKEN_LENGTH = 256  # tokens this service issues are at most 71 characters; anything far longer is not one
+_MAX_TOKEN_LENGTH = 256  # tokens this service issues are at most 103 characters; anything far longer is not one
 
 
 def page_size(requested: int) -> int:
@@ -62,6 +63,10 @@ class PageTokens:
         """A token for the page after ``cursor`` of a ranked listing (a search)."""
         return self._seal(method, parameters, _RANKED_POSITION.pack(_RANKED_FORMAT, cursor.rank, cursor.id.bytes))
 
+    def encode_named(self, method: str, parameters: bytes, name: str) -> str:
+        """A token for the page after the row named ``name`` of a listing ordered by name."""
+        return self._seal(method, parameters, bytes((_NAMED_FORMAT,)) + name.encode())
+
     def decode(self, method: str, parameters: bytes, token: str) -> PageCursor | None:
         """The cursor in ``token``; None for the first page (empty token)."""
         if not token:
@@ -76,29 +81,47 @@ class PageTokens:
         _, rank, row_id = self._open(method, parameters, token, _RANKED_POSITION, _RANKED_FORMAT)
         return RankCursor(rank=rank, id=UUID(bytes=row_id))
 
+    def decode_named(self, method: str, parameters: bytes, token: str) -> str | None:
+        """The name in a token of ``encode_named``; None for the first page (empty token)."""
+        if not token:
+            return None
+        position = self._open_raw(method, parameters, token)
+        if position[:1] != bytes((_NAMED_FORMAT,)):
+            raise _invalid()
+        try:
+            return position[1:].decode()
+        except UnicodeDecodeError:
+            raise _invalid() from None
+
     def _seal(self, method: str, parameters: bytes, position: bytes) -> str:
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, position, _bound(method, parameters))
         return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
 
     def _open(self, method: str, parameters: bytes, token: str, layout: struct.Struct, version: int) -> tuple[Any, ...]:
-        invalid = InvalidArgument.of(
-            "page_token", "is not a page token that this method issued for these request parameters"
-        )
+        try:
+            position = layout.unpack(self._open_raw(method, parameters, token))
+        except struct.error:
+            raise _invalid() from None
+        if position[0] != version:
+            raise _invalid()
+        return position
+
+    def _open_raw(self, method: str, parameters: bytes, token: str) -> bytes:
+        """The authenticated plaintext of ``token``; INVALID_ARGUMENT when it is not one of ours for these."""
         if len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
-            raise invalid
+            raise _invalid()
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:
                 raise ValueError("not the one spelling of these bytes")  # e.g. changed unused trailing bits
-            position = layout.unpack(
-                self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _bound(method, parameters))
-            )
-        except (binascii.Error, ValueError, InvalidTag, struct.error):
-            raise invalid from None
-        if position[0] != version:
-            raise invalid
-        return position
+            return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _bound(method, parameters))
+        except (binascii.Error, ValueError, InvalidTag):
+            raise _invalid() from None
+
+
+def _invalid() -> InvalidArgument:
+    return InvalidArgument.of("page_token", "is not a page token that this method issued for these request parameters")
 
 
 def _bound(method: str, parameters: bytes) -> bytes:

@@ -9,14 +9,23 @@ from uuid import UUID
 
 from google.protobuf import struct_pb2
 
+from collections.abc import Sequence
+
+from dataservice.v1 import common_pb2
+
+from server.domain.content import ContentStatus
 from server.errors import FieldViolation, InvalidArgument
 from server.messages.common import json_text, struct_to_dict
+from server.messages.content import STATUS_FROM_MESSAGE
 
 # The textual UUID form of RFC 9562 (hex digits in either case, hyphens in place), nothing else: ``UUID()``
 # would also take braces, a urn: prefix, no hyphens, surrounding spaces and non-ASCII digits, so that many
 # spellings would name one id — and a request_id reused under another spelling would look like a new one.
 _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MAX_VERSION = 2**63 - 1  # versions are PostgreSQL bigints
+MAX_TAGS = 32
+MAX_TAG_CHARS = 64
+_STATUS_NAMES = "CONTENT_STATUS_DRAFT, CONTENT_STATUS_PUBLISHED or CONTENT_STATUS_ARCHIVED"
 
 
 class Violations:
@@ -73,6 +82,26 @@ class Violations:
             self.add(field, "is not an etag this service issued")
             return None
         return int(value)
+
+    def tags(self, field: str, tags: Sequence[str]) -> list[str]:
+        """At most MAX_TAGS labels of 1 to MAX_TAG_CHARS characters, duplicates dropped (first kept)."""
+        if len(tags) > MAX_TAGS:
+            self.add(field, f"must hold at most {MAX_TAGS} tags, not {len(tags)}")
+            return []
+        for index, tag in enumerate(tags):
+            self.text(f"{field}[{index}]", tag, min_length=1, max_length=MAX_TAG_CHARS, single_line=True)
+        return list(dict.fromkeys(tags))
+
+    def content_status(self, field: str, number: int, *, unset: ContentStatus | None) -> ContentStatus | None:
+        """The status ``number`` names; CONTENT_STATUS_UNSPECIFIED means ``unset``, refused where that is None."""
+        if number == common_pb2.CONTENT_STATUS_UNSPECIFIED:
+            if unset is None:
+                self.add(field, f"must be {_STATUS_NAMES}")
+            return unset
+        status = STATUS_FROM_MESSAGE.get(number)
+        if status is None:
+            self.add(field, f"{number} is not a ContentStatus; use {_STATUS_NAMES}")
+        return status
 
     def ip_address(self, field: str, text: str) -> IPv4Address | IPv6Address | None:
         """An optional IP address in text form; None when empty or invalid."""

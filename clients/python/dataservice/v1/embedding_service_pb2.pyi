@@ -24,7 +24,7 @@ DISTANCE_METRIC_L2: DistanceMetric
 DISTANCE_METRIC_INNER_PRODUCT: DistanceMetric
 
 class Collection(_message.Message):
-    __slots__ = ("name", "dimension", "distance_metric", "hnsw_m", "hnsw_ef_construction", "create_time", "etag")
+    __slots__ = ("name", "dimension", "distance_metric", "hnsw_m", "hnsw_ef_construction", "create_time", "etag", "half_precision")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class Collection(_message.Message):
     HNSW_EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    HALF_PRECISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     distance_metric: DistanceMetric
@@ -39,10 +40,11 @@ class Collection(_message.Message):
     hnsw_ef_construction: int
     create_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance_metric: _Optional[_Union[DistanceMetric, str]] = ..., hnsw_m: _Optional[int] = ..., hnsw_ef_construction: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    half_precision: bool
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., distance_metric: _Optional[_Union[DistanceMetric, str]] = ..., hnsw_m: _Optional[int] = ..., hnsw_ef_construction: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., half_precision: _Optional[bool] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("id", "vector", "content_id", "metadata", "tags", "create_time", "update_time")
+    __slots__ = ("id", "vector", "content_id", "metadata", "tags", "create_time", "update_time", "expire_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +52,7 @@ class Embedding(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     content_id: str
@@ -57,13 +60,36 @@ class Embedding(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., content_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., content_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Vector(_message.Message):
     __slots__ = ("values",)
     VALUES_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class EmbeddingFilter(_message.Message):
+    __slots__ = ("metadata", "all_tags", "any_tags", "content_statuses")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    ALL_TAGS_FIELD_NUMBER: _ClassVar[int]
+    ANY_TAGS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_STATUSES_FIELD_NUMBER: _ClassVar[int]
+    metadata: _struct_pb2.Struct
+    all_tags: _containers.RepeatedScalarFieldContainer[str]
+    any_tags: _containers.RepeatedScalarFieldContainer[str]
+    content_statuses: _containers.RepeatedScalarFieldContainer[_common_pb2.ContentStatus]
+    def __init__(self, metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., all_tags: _Optional[_Iterable[str]] = ..., any_tags: _Optional[_Iterable[str]] = ..., content_statuses: _Optional[_Iterable[_Union[_common_pb2.ContentStatus, str]]] = ...) -> None: ...
+
+class SearchParams(_message.Message):
+    __slots__ = ("ef_search", "exact", "scan_budget")
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    SCAN_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    ef_search: int
+    exact: bool
+    scan_budget: int
+    def __init__(self, ef_search: _Optional[int] = ..., exact: _Optional[bool] = ..., scan_budget: _Optional[int] = ...) -> None: ...
 
 class EmbeddingSearchResult(_message.Message):
     __slots__ = ("id", "score", "content_id", "metadata")
@@ -145,6 +171,22 @@ class UpsertEmbeddingsResponse(_message.Message):
     upserted_count: int
     def __init__(self, upserted_count: _Optional[int] = ...) -> None: ...
 
+class ImportEmbeddingsRequest(_message.Message):
+    __slots__ = ("collection", "embeddings")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    def __init__(self, collection: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...) -> None: ...
+
+class ImportEmbeddingsResponse(_message.Message):
+    __slots__ = ("upserted_count", "index_rebuilt")
+    UPSERTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_REBUILT_FIELD_NUMBER: _ClassVar[int]
+    upserted_count: int
+    index_rebuilt: bool
+    def __init__(self, upserted_count: _Optional[int] = ..., index_rebuilt: _Optional[bool] = ...) -> None: ...
+
 class DeleteEmbeddingsRequest(_message.Message):
     __slots__ = ("collection", "ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -160,29 +202,87 @@ class DeleteEmbeddingsResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class SearchEmbeddingsRequest(_message.Message):
-    __slots__ = ("collection", "vector", "item_id", "top_k", "metadata_filter", "tags", "content_statuses", "ef_search", "exact")
+    __slots__ = ("collection", "vector", "item_id", "top_k", "filter", "params")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
-    METADATA_FILTER_FIELD_NUMBER: _ClassVar[int]
-    TAGS_FIELD_NUMBER: _ClassVar[int]
-    CONTENT_STATUSES_FIELD_NUMBER: _ClassVar[int]
-    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
-    EXACT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     vector: Vector
     item_id: str
     top_k: int
-    metadata_filter: _struct_pb2.Struct
-    tags: _containers.RepeatedScalarFieldContainer[str]
-    content_statuses: _containers.RepeatedScalarFieldContainer[_common_pb2.ContentStatus]
-    ef_search: int
-    exact: bool
-    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., item_id: _Optional[str] = ..., top_k: _Optional[int] = ..., metadata_filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., content_statuses: _Optional[_Iterable[_Union[_common_pb2.ContentStatus, str]]] = ..., ef_search: _Optional[int] = ..., exact: _Optional[bool] = ...) -> None: ...
+    filter: EmbeddingFilter
+    params: SearchParams
+    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., item_id: _Optional[str] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[EmbeddingFilter, _Mapping]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ...) -> None: ...
 
 class SearchEmbeddingsResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "truncated", "scanned_count")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_COUNT_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[EmbeddingSearchResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[EmbeddingSearchResult, _Mapping]]] = ...) -> None: ...
+    truncated: bool
+    scanned_count: int
+    def __init__(self, results: _Optional[_Iterable[_Union[EmbeddingSearchResult, _Mapping]]] = ..., truncated: _Optional[bool] = ..., scanned_count: _Optional[int] = ...) -> None: ...
+
+class GetEmbeddingRequest(_message.Message):
+    __slots__ = ("collection", "id")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    id: str
+    def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class GetEmbeddingResponse(_message.Message):
+    __slots__ = ("embedding",)
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    embedding: Embedding
+    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ...) -> None: ...
+
+class BatchGetEmbeddingsRequest(_message.Message):
+    __slots__ = ("collection", "ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetEmbeddingsResponse(_message.Message):
+    __slots__ = ("embeddings", "missing_ids")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_IDS_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    missing_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecommendEmbeddingsRequest(_message.Message):
+    __slots__ = ("collection", "positive_ids", "negative_ids", "positive_vectors", "negative_vectors", "top_k", "filter", "params")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    positive_ids: _containers.RepeatedScalarFieldContainer[str]
+    negative_ids: _containers.RepeatedScalarFieldContainer[str]
+    positive_vectors: _containers.RepeatedCompositeFieldContainer[Vector]
+    negative_vectors: _containers.RepeatedCompositeFieldContainer[Vector]
+    top_k: int
+    filter: EmbeddingFilter
+    params: SearchParams
+    def __init__(self, collection: _Optional[str] = ..., positive_ids: _Optional[_Iterable[str]] = ..., negative_ids: _Optional[_Iterable[str]] = ..., positive_vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., negative_vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[EmbeddingFilter, _Mapping]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ...) -> None: ...
+
+class RecommendEmbeddingsResponse(_message.Message):
+    __slots__ = ("results", "truncated", "scanned_count")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EmbeddingSearchResult]
+    truncated: bool
+    scanned_count: int
+    def __init__(self, results: _Optional[_Iterable[_Union[EmbeddingSearchResult, _Mapping]]] = ..., truncated: _Optional[bool] = ..., scanned_count: _Optional[int] = ...) -> None: ...

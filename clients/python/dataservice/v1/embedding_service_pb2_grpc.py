@@ -31,6 +31,13 @@ class EmbeddingServiceStub:
     collection have its dimension and are compared with its distance metric.
     Every score it returns follows one convention: higher is more similar.
 
+    Embeddings whose expire_time has passed are never returned, and are
+    deleted in the background.
+
+    The service needs the pgvector extension in PostgreSQL: without it, every
+    method answers FAILED_PRECONDITION, and the health of
+    dataservice.v1.EmbeddingService is NOT_SERVING.
+
     Requests may be large (1000 vectors of 2000 floats are about 8 MB): the
     server accepts messages of up to 16 MiB.
     """
@@ -66,6 +73,21 @@ class EmbeddingServiceStub:
                 request_serializer=dataservice_dot_v1_dot_embedding__service__pb2.UpsertEmbeddingsRequest.SerializeToString,
                 response_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.UpsertEmbeddingsResponse.FromString,
                 _registered_method=True)
+        self.ImportEmbeddings = channel.stream_unary(
+                '/dataservice.v1.EmbeddingService/ImportEmbeddings',
+                request_serializer=dataservice_dot_v1_dot_embedding__service__pb2.ImportEmbeddingsRequest.SerializeToString,
+                response_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.ImportEmbeddingsResponse.FromString,
+                _registered_method=True)
+        self.GetEmbedding = channel.unary_unary(
+                '/dataservice.v1.EmbeddingService/GetEmbedding',
+                request_serializer=dataservice_dot_v1_dot_embedding__service__pb2.GetEmbeddingRequest.SerializeToString,
+                response_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.GetEmbeddingResponse.FromString,
+                _registered_method=True)
+        self.BatchGetEmbeddings = channel.unary_unary(
+                '/dataservice.v1.EmbeddingService/BatchGetEmbeddings',
+                request_serializer=dataservice_dot_v1_dot_embedding__service__pb2.BatchGetEmbeddingsRequest.SerializeToString,
+                response_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.BatchGetEmbeddingsResponse.FromString,
+                _registered_method=True)
         self.DeleteEmbeddings = channel.unary_unary(
                 '/dataservice.v1.EmbeddingService/DeleteEmbeddings',
                 request_serializer=dataservice_dot_v1_dot_embedding__service__pb2.DeleteEmbeddingsRequest.SerializeToString,
@@ -76,6 +98,11 @@ class EmbeddingServiceStub:
                 request_serializer=dataservice_dot_v1_dot_embedding__service__pb2.SearchEmbeddingsRequest.SerializeToString,
                 response_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.SearchEmbeddingsResponse.FromString,
                 _registered_method=True)
+        self.RecommendEmbeddings = channel.unary_unary(
+                '/dataservice.v1.EmbeddingService/RecommendEmbeddings',
+                request_serializer=dataservice_dot_v1_dot_embedding__service__pb2.RecommendEmbeddingsRequest.SerializeToString,
+                response_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.RecommendEmbeddingsResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -83,6 +110,13 @@ class EmbeddingServiceServicer:
     ones, approximately through an HNSW index or exactly. All vectors of a
     collection have its dimension and are compared with its distance metric.
     Every score it returns follows one convention: higher is more similar.
+
+    Embeddings whose expire_time has passed are never returned, and are
+    deleted in the background.
+
+    The service needs the pgvector extension in PostgreSQL: without it, every
+    method answers FAILED_PRECONDITION, and the health of
+    dataservice.v1.EmbeddingService is NOT_SERVING.
 
     Requests may be large (1000 vectors of 2000 floats are about 8 MB): the
     server accepts messages of up to 16 MiB.
@@ -125,6 +159,35 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportEmbeddings(self, request_iterator, context):
+        """Loads embeddings in bulk: a stream of requests, each with up to 1000
+        embeddings, all for the collection the first request names. They are
+        written as UpsertEmbeddings would, in one transaction when the stream
+        ends: all or none. Into an empty collection the HNSW index is built once
+        at the end, many times faster than row by row; until the import
+        commits, other calls on that collection wait. Give the call a deadline
+        long enough for the load (up to EMBEDDING_IMPORT_TIMEOUT_SECONDS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEmbedding(self, request, context):
+        """Returns one embedding with its vector. NOT_FOUND when the collection or
+        the embedding does not exist (an expired embedding does not).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetEmbeddings(self, request, context):
+        """Returns the embeddings of up to 1000 ids, in the order asked, and the ids
+        that name none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteEmbeddings(self, request, context):
         """Deletes embeddings by id; ids not in the collection are ignored.
         """
@@ -135,6 +198,17 @@ class EmbeddingServiceServicer:
     def SearchEmbeddings(self, request, context):
         """Returns the embeddings nearest to a vector or to a stored embedding,
         most similar first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendEmbeddings(self, request, context):
+        """Returns the embeddings nearest to a combination of examples (Qdrant's
+        recommend API, average-vector strategy): near the positive examples and
+        away from the negative ones. The query is avg(positive) when there are
+        no negative examples, else avg(positive) + (avg(positive) -
+        avg(negative)). Stored examples are left out of the results.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -168,6 +242,21 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     request_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.UpsertEmbeddingsRequest.FromString,
                     response_serializer=dataservice_dot_v1_dot_embedding__service__pb2.UpsertEmbeddingsResponse.SerializeToString,
             ),
+            'ImportEmbeddings': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportEmbeddings,
+                    request_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.ImportEmbeddingsRequest.FromString,
+                    response_serializer=dataservice_dot_v1_dot_embedding__service__pb2.ImportEmbeddingsResponse.SerializeToString,
+            ),
+            'GetEmbedding': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEmbedding,
+                    request_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.GetEmbeddingRequest.FromString,
+                    response_serializer=dataservice_dot_v1_dot_embedding__service__pb2.GetEmbeddingResponse.SerializeToString,
+            ),
+            'BatchGetEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetEmbeddings,
+                    request_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.BatchGetEmbeddingsRequest.FromString,
+                    response_serializer=dataservice_dot_v1_dot_embedding__service__pb2.BatchGetEmbeddingsResponse.SerializeToString,
+            ),
             'DeleteEmbeddings': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteEmbeddings,
                     request_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.DeleteEmbeddingsRequest.FromString,
@@ -177,6 +266,11 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.SearchEmbeddings,
                     request_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.SearchEmbeddingsRequest.FromString,
                     response_serializer=dataservice_dot_v1_dot_embedding__service__pb2.SearchEmbeddingsResponse.SerializeToString,
+            ),
+            'RecommendEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendEmbeddings,
+                    request_deserializer=dataservice_dot_v1_dot_embedding__service__pb2.RecommendEmbeddingsRequest.FromString,
+                    response_serializer=dataservice_dot_v1_dot_embedding__service__pb2.RecommendEmbeddingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -191,6 +285,13 @@ class EmbeddingService:
     ones, approximately through an HNSW index or exactly. All vectors of a
     collection have its dimension and are compared with its distance metric.
     Every score it returns follows one convention: higher is more similar.
+
+    Embeddings whose expire_time has passed are never returned, and are
+    deleted in the background.
+
+    The service needs the pgvector extension in PostgreSQL: without it, every
+    method answers FAILED_PRECONDITION, and the health of
+    dataservice.v1.EmbeddingService is NOT_SERVING.
 
     Requests may be large (1000 vectors of 2000 floats are about 8 MB): the
     server accepts messages of up to 16 MiB.
@@ -332,6 +433,87 @@ class EmbeddingService:
             _registered_method=True)
 
     @staticmethod
+    def ImportEmbeddings(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/dataservice.v1.EmbeddingService/ImportEmbeddings',
+            dataservice_dot_v1_dot_embedding__service__pb2.ImportEmbeddingsRequest.SerializeToString,
+            dataservice_dot_v1_dot_embedding__service__pb2.ImportEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEmbedding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dataservice.v1.EmbeddingService/GetEmbedding',
+            dataservice_dot_v1_dot_embedding__service__pb2.GetEmbeddingRequest.SerializeToString,
+            dataservice_dot_v1_dot_embedding__service__pb2.GetEmbeddingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dataservice.v1.EmbeddingService/BatchGetEmbeddings',
+            dataservice_dot_v1_dot_embedding__service__pb2.BatchGetEmbeddingsRequest.SerializeToString,
+            dataservice_dot_v1_dot_embedding__service__pb2.BatchGetEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteEmbeddings(request,
             target,
             options=(),
@@ -375,6 +557,33 @@ class EmbeddingService:
             '/dataservice.v1.EmbeddingService/SearchEmbeddings',
             dataservice_dot_v1_dot_embedding__service__pb2.SearchEmbeddingsRequest.SerializeToString,
             dataservice_dot_v1_dot_embedding__service__pb2.SearchEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dataservice.v1.EmbeddingService/RecommendEmbeddings',
+            dataservice_dot_v1_dot_embedding__service__pb2.RecommendEmbeddingsRequest.SerializeToString,
+            dataservice_dot_v1_dot_embedding__service__pb2.RecommendEmbeddingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

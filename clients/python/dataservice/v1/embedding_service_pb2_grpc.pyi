@@ -32,6 +32,13 @@ class EmbeddingServiceStub:
     collection have its dimension and are compared with its distance metric.
     Every score it returns follows one convention: higher is more similar.
 
+    Embeddings whose expire_time has passed are never returned, and are
+    deleted in the background.
+
+    The service needs the pgvector extension in PostgreSQL: without it, every
+    method answers FAILED_PRECONDITION, and the health of
+    dataservice.v1.EmbeddingService is NOT_SERVING.
+
     Requests may be large (1000 vectors of 2000 floats are about 8 MB): the
     server accepts messages of up to 16 MiB.
     """
@@ -54,11 +61,35 @@ class EmbeddingServiceStub:
     """Inserts embeddings, entirely replacing any whose id already exists, in
     one transaction: either all are written or none.
     """
+    ImportEmbeddings: _grpc.StreamUnaryMultiCallable[_embedding_service_pb2.ImportEmbeddingsRequest, _embedding_service_pb2.ImportEmbeddingsResponse]
+    """Loads embeddings in bulk: a stream of requests, each with up to 1000
+    embeddings, all for the collection the first request names. They are
+    written as UpsertEmbeddings would, in one transaction when the stream
+    ends: all or none. Into an empty collection the HNSW index is built once
+    at the end, many times faster than row by row; until the import
+    commits, other calls on that collection wait. Give the call a deadline
+    long enough for the load (up to EMBEDDING_IMPORT_TIMEOUT_SECONDS).
+    """
+    GetEmbedding: _grpc.UnaryUnaryMultiCallable[_embedding_service_pb2.GetEmbeddingRequest, _embedding_service_pb2.GetEmbeddingResponse]
+    """Returns one embedding with its vector. NOT_FOUND when the collection or
+    the embedding does not exist (an expired embedding does not).
+    """
+    BatchGetEmbeddings: _grpc.UnaryUnaryMultiCallable[_embedding_service_pb2.BatchGetEmbeddingsRequest, _embedding_service_pb2.BatchGetEmbeddingsResponse]
+    """Returns the embeddings of up to 1000 ids, in the order asked, and the ids
+    that name none.
+    """
     DeleteEmbeddings: _grpc.UnaryUnaryMultiCallable[_embedding_service_pb2.DeleteEmbeddingsRequest, _embedding_service_pb2.DeleteEmbeddingsResponse]
     """Deletes embeddings by id; ids not in the collection are ignored."""
     SearchEmbeddings: _grpc.UnaryUnaryMultiCallable[_embedding_service_pb2.SearchEmbeddingsRequest, _embedding_service_pb2.SearchEmbeddingsResponse]
     """Returns the embeddings nearest to a vector or to a stored embedding,
     most similar first.
+    """
+    RecommendEmbeddings: _grpc.UnaryUnaryMultiCallable[_embedding_service_pb2.RecommendEmbeddingsRequest, _embedding_service_pb2.RecommendEmbeddingsResponse]
+    """Returns the embeddings nearest to a combination of examples (Qdrant's
+    recommend API, average-vector strategy): near the positive examples and
+    away from the negative ones. The query is avg(positive) when there are
+    no negative examples, else avg(positive) + (avg(positive) -
+    avg(negative)). Stored examples are left out of the results.
     """
 
 @_typing.type_check_only
@@ -67,6 +98,13 @@ class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
     ones, approximately through an HNSW index or exactly. All vectors of a
     collection have its dimension and are compared with its distance metric.
     Every score it returns follows one convention: higher is more similar.
+
+    Embeddings whose expire_time has passed are never returned, and are
+    deleted in the background.
+
+    The service needs the pgvector extension in PostgreSQL: without it, every
+    method answers FAILED_PRECONDITION, and the health of
+    dataservice.v1.EmbeddingService is NOT_SERVING.
 
     Requests may be large (1000 vectors of 2000 floats are about 8 MB): the
     server accepts messages of up to 16 MiB.
@@ -87,11 +125,35 @@ class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
     """Inserts embeddings, entirely replacing any whose id already exists, in
     one transaction: either all are written or none.
     """
+    ImportEmbeddings: _aio.StreamUnaryMultiCallable[_embedding_service_pb2.ImportEmbeddingsRequest, _embedding_service_pb2.ImportEmbeddingsResponse]  # type: ignore[assignment]
+    """Loads embeddings in bulk: a stream of requests, each with up to 1000
+    embeddings, all for the collection the first request names. They are
+    written as UpsertEmbeddings would, in one transaction when the stream
+    ends: all or none. Into an empty collection the HNSW index is built once
+    at the end, many times faster than row by row; until the import
+    commits, other calls on that collection wait. Give the call a deadline
+    long enough for the load (up to EMBEDDING_IMPORT_TIMEOUT_SECONDS).
+    """
+    GetEmbedding: _aio.UnaryUnaryMultiCallable[_embedding_service_pb2.GetEmbeddingRequest, _embedding_service_pb2.GetEmbeddingResponse]  # type: ignore[assignment]
+    """Returns one embedding with its vector. NOT_FOUND when the collection or
+    the embedding does not exist (an expired embedding does not).
+    """
+    BatchGetEmbeddings: _aio.UnaryUnaryMultiCallable[_embedding_service_pb2.BatchGetEmbeddingsRequest, _embedding_service_pb2.BatchGetEmbeddingsResponse]  # type: ignore[assignment]
+    """Returns the embeddings of up to 1000 ids, in the order asked, and the ids
+    that name none.
+    """
     DeleteEmbeddings: _aio.UnaryUnaryMultiCallable[_embedding_service_pb2.DeleteEmbeddingsRequest, _embedding_service_pb2.DeleteEmbeddingsResponse]  # type: ignore[assignment]
     """Deletes embeddings by id; ids not in the collection are ignored."""
     SearchEmbeddings: _aio.UnaryUnaryMultiCallable[_embedding_service_pb2.SearchEmbeddingsRequest, _embedding_service_pb2.SearchEmbeddingsResponse]  # type: ignore[assignment]
     """Returns the embeddings nearest to a vector or to a stored embedding,
     most similar first.
+    """
+    RecommendEmbeddings: _aio.UnaryUnaryMultiCallable[_embedding_service_pb2.RecommendEmbeddingsRequest, _embedding_service_pb2.RecommendEmbeddingsResponse]  # type: ignore[assignment]
+    """Returns the embeddings nearest to a combination of examples (Qdrant's
+    recommend API, average-vector strategy): near the positive examples and
+    away from the negative ones. The query is avg(positive) when there are
+    no negative examples, else avg(positive) + (avg(positive) -
+    avg(negative)). Stored examples are left out of the results.
     """
 
 class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -99,6 +161,13 @@ class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     ones, approximately through an HNSW index or exactly. All vectors of a
     collection have its dimension and are compared with its distance metric.
     Every score it returns follows one convention: higher is more similar.
+
+    Embeddings whose expire_time has passed are never returned, and are
+    deleted in the background.
+
+    The service needs the pgvector extension in PostgreSQL: without it, every
+    method answers FAILED_PRECONDITION, and the health of
+    dataservice.v1.EmbeddingService is NOT_SERVING.
 
     Requests may be large (1000 vectors of 2000 floats are about 8 MB): the
     server accepts messages of up to 16 MiB.
@@ -149,6 +218,41 @@ class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def ImportEmbeddings(
+        self,
+        request_iterator: _MaybeAsyncIterator[_embedding_service_pb2.ImportEmbeddingsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedding_service_pb2.ImportEmbeddingsResponse, _abc.Awaitable[_embedding_service_pb2.ImportEmbeddingsResponse]]:
+        """Loads embeddings in bulk: a stream of requests, each with up to 1000
+        embeddings, all for the collection the first request names. They are
+        written as UpsertEmbeddings would, in one transaction when the stream
+        ends: all or none. Into an empty collection the HNSW index is built once
+        at the end, many times faster than row by row; until the import
+        commits, other calls on that collection wait. Give the call a deadline
+        long enough for the load (up to EMBEDDING_IMPORT_TIMEOUT_SECONDS).
+        """
+
+    @_abc_1.abstractmethod
+    def GetEmbedding(
+        self,
+        request: _embedding_service_pb2.GetEmbeddingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedding_service_pb2.GetEmbeddingResponse, _abc.Awaitable[_embedding_service_pb2.GetEmbeddingResponse]]:
+        """Returns one embedding with its vector. NOT_FOUND when the collection or
+        the embedding does not exist (an expired embedding does not).
+        """
+
+    @_abc_1.abstractmethod
+    def BatchGetEmbeddings(
+        self,
+        request: _embedding_service_pb2.BatchGetEmbeddingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedding_service_pb2.BatchGetEmbeddingsResponse, _abc.Awaitable[_embedding_service_pb2.BatchGetEmbeddingsResponse]]:
+        """Returns the embeddings of up to 1000 ids, in the order asked, and the ids
+        that name none.
+        """
+
+    @_abc_1.abstractmethod
     def DeleteEmbeddings(
         self,
         request: _embedding_service_pb2.DeleteEmbeddingsRequest,
@@ -164,6 +268,19 @@ class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_embedding_service_pb2.SearchEmbeddingsResponse, _abc.Awaitable[_embedding_service_pb2.SearchEmbeddingsResponse]]:
         """Returns the embeddings nearest to a vector or to a stored embedding,
         most similar first.
+        """
+
+    @_abc_1.abstractmethod
+    def RecommendEmbeddings(
+        self,
+        request: _embedding_service_pb2.RecommendEmbeddingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedding_service_pb2.RecommendEmbeddingsResponse, _abc.Awaitable[_embedding_service_pb2.RecommendEmbeddingsResponse]]:
+        """Returns the embeddings nearest to a combination of examples (Qdrant's
+        recommend API, average-vector strategy): near the positive examples and
+        away from the negative ones. The query is avg(positive) when there are
+        no negative examples, else avg(positive) + (avg(positive) -
+        avg(negative)). Stored examples are left out of the results.
         """
 
 def add_EmbeddingServiceServicer_to_server(servicer: EmbeddingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
