@@ -26,7 +26,7 @@ from server.api.embeddings import EmbeddingServicer
 from server.api.health import NOT_SERVING, SERVING, HealthServicer
 from server.api.paging import PageTokens
 from server.api.sessions import SessionServicer
-from server.api.unimplemented import UnimplementedServicer
+from server.api.recommendations import RecommendationServicer
 from server.api.users import UserServicer
 from server.cache.base import Cache
 from server.cache.content import Contents
@@ -35,6 +35,7 @@ from server.cache.factory import create_cache
 from server.cache.metrics import CacheMetrics
 from server.cache.outbox import OutboxSweep
 from server.cache.readthrough import ReadThrough
+from server.cache.recommendations import FeedSettings, Recommendations
 from server.cache.redis import Mode
 from server.cache.sessions import Sessions
 from server.cache.users import Users
@@ -44,6 +45,7 @@ from server.db.database import Database
 from server.db.embedded import start_embedded_postgres
 from server.db.pgvector import VectorSupport
 from server.db.pool import create_pool, warm_up
+from server.domain.recommendations import InteractionType
 from server.embeddings_purge import EmbeddingPurge
 from server.health import HealthMonitor
 from server.interceptors import RpcPolicy
@@ -51,28 +53,24 @@ from server.login_limit import LoginLimiter, LoginLimits
 from server.metrics import MetricsEndpoint, RpcMetrics
 from server.outage import OutageLog
 from server.passwords import Passwords
+from server.popularity import PopularityRefresh
 from server.secret import mask_url
 from server.tasks import cancel
 from server.sessions_purge import SessionPurge
 
 log = logging.getLogger(__name__)
 
-_UNSERVED_REASON = (
-    "this server version serves UserService, SessionService, ContentService and EmbeddingService only; "
-    "call it on a server that serves this service"
-)
-_UNSERVED = [recommendation_service_pb2]
 _USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 _SESSION_SERVICE = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]
 _CONTENT_SERVICE = content_service_pb2.DESCRIPTOR.services_by_name["ContentService"]
 _EMBEDDING_SERVICE = embedding_service_pb2.DESCRIPTOR.services_by_name["EmbeddingService"]
-_UNSERVED_SERVICES = [service for module in _UNSERVED for service in module.DESCRIPTOR.services_by_name.values()]
+_RECOMMENDATION_SERVICE = recommendation_service_pb2.DESCRIPTOR.services_by_name["RecommendationService"]
 SERVICE_NAMES = [
     _USER_SERVICE.full_name,
     _SESSION_SERVICE.full_name,
     _CONTENT_SERVICE.full_name,
     _EMBEDDING_SERVICE.full_name,
-    *(service.full_name for service in _UNSERVED_SERVICES),
+    _RECOMMENDATION_SERVICE.full_name,
 ]
 # The health of a dependency rather than a service: SERVING while the cache is in use, NOT_SERVING while Redis
 # fails and reads go to PostgreSQL. "" and the services stay SERVING then: the database is the truth.
@@ -110,6 +108,7 @@ class App:
         self._purge_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         self._embedding_purge_task: asyncio.Task[None] | None = None
+        self._popularity_task: asyncio.Task[None] | None = None
         self.vectors = VectorSupport()
         self.cache_metrics = CacheMetrics(self.metrics_registry)
         # The sweep of recorded cache invalidations, built by start() also when its task is off.
@@ -118,6 +117,8 @@ class App:
         self.session_purge: SessionPurge | None = None
         # The purge of expired embeddings, likewise.
         self.embedding_purge: EmbeddingPurge | None = None
+        # The refresh of content popularity, likewise.
+        self.popularity_refresh: PopularityRefresh | None = None
         self.health = HealthServicer()
         self._hurry = asyncio.Event()
         self.port = 0
@@ -203,6 +204,12 @@ class App:
             self._embedding_purge_task = asyncio.create_task(
                 self.embedding_purge.run(settings.embedding_purge_interval_seconds), name="embedding-purge"
             )
+        if settings.recommendation_popularity_refresh_seconds > 0:
+            assert self.popularity_refresh is not None
+            self._popularity_task = asyncio.create_task(
+                self.popularity_refresh.run(settings.recommendation_popularity_refresh_seconds),
+                name="popularity-refresh",
+            )
         if settings.metrics_port is not None:
             try:
                 self._metrics_endpoint = MetricsEndpoint(self.metrics_registry, settings.metrics_port)
@@ -253,6 +260,7 @@ class App:
         self.embedding_purge = EmbeddingPurge(
             db, self.vectors, batch_size=settings.embedding_purge_batch_size, outage=self._database_outage
         )
+        self.popularity_refresh = PopularityRefresh(db, outage=self._database_outage)
         passwords = await asyncio.to_thread(  # hashes its decoy password: CPU work, off the loop
             Passwords, time_cost=settings.password_hash_time_cost, memory_cost_kib=settings.password_hash_memory_kib
         )
@@ -273,8 +281,9 @@ class App:
         policy.register(server, UserServicer(users, passwords, page_tokens, self._login_limiter), _USER_SERVICE)
         policy.register(server, SessionServicer(sessions, page_tokens), _SESSION_SERVICE)
         policy.register(server, ContentServicer(contents, page_tokens), _CONTENT_SERVICE)
-        embeddings = EmbeddingServicer(
-            Embeddings(db, self.vectors),
+        embeddings = Embeddings(db, self.vectors)
+        embedding_servicer = EmbeddingServicer(
+            embeddings,
             page_tokens,
             ef_search=settings.embedding_ef_search,
             scan_budget=settings.embedding_scan_budget,
@@ -282,12 +291,26 @@ class App:
         )
         policy.register(
             server,
-            embeddings,
+            embedding_servicer,
             _EMBEDDING_SERVICE,
             timeouts={"ImportEmbeddings": settings.embedding_import_timeout_seconds},
         )
-        for service in _UNSERVED_SERVICES:
-            policy.register(server, UnimplementedServicer(service, _UNSERVED_REASON), service)
+        recommendations = Recommendations(
+            db,
+            self._reads(settings.cache_recommendation_ttl_seconds),
+            embeddings,
+            self.vectors,
+            FeedSettings(
+                collection=settings.recommendation_collection,
+                weights={InteractionType(name): weight for name, weight in settings.recommendation_weights},
+                size=settings.recommendation_feed_size,
+                recent_interactions=settings.recommendation_recent_interactions,
+                warm_interactions=settings.recommendation_warm_interactions,
+                ef_search=settings.embedding_ef_search,
+                scan_budget=settings.embedding_scan_budget,
+            ),
+        )
+        policy.register(server, RecommendationServicer(recommendations, page_tokens), _RECOMMENDATION_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
@@ -323,7 +346,13 @@ class App:
         if drain > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), drain)
-        for task in (self._monitor_task, self._purge_task, self._sweep_task, self._embedding_purge_task):
+        for task in (
+            self._monitor_task,
+            self._purge_task,
+            self._sweep_task,
+            self._embedding_purge_task,
+            self._popularity_task,
+        ):
             if task is not None:
                 await cancel(task)
         self.health.end_watches()

@@ -113,6 +113,21 @@ class Settings:
     """How often expired embeddings are deleted; 0 turns the purge off on this replica."""
     embedding_purge_batch_size: int = 1000
     """Most embeddings of one collection one purge statement deletes."""
+    recommendation_collection: str = "content"
+    """The embedding collection whose items stand for content (by content_id): what taste vectors are made of."""
+    recommendation_weights: tuple[tuple[str, float], ...] = (("view", 1.0), ("like", 3.0), ("share", 5.0), ("bookmark", 4.0))
+    """How much each interaction type counts, in taste vectors and in popularity."""
+    recommendation_feed_size: int = 200
+    """Most recommendations a user's feed holds (all pages together), 1 to 1000."""
+    recommendation_recent_interactions: int = 50
+    """How many of a user's latest interactions make their taste vector."""
+    recommendation_warm_interactions: int = 10
+    """Interactions from which a feed is all similar content; below, popular content is blended in pro rata."""
+    recommendation_popularity_refresh_seconds: float = 60.0
+    """How often the popularity summary is refreshed; 0 turns the refresh off on this replica."""
+    cache_recommendation_ttl_seconds: float = 60.0
+    """How long a computed feed is served from the cache; a user's own interactions, feedback and precomputed
+    list replace it at once, while popularity and newly embedded content reach it within this time."""
     login_failures_per_email: int = 5
     """Failed logins within the window that lock an email out of AuthenticateUser; 0 turns this limit off."""
     login_failures_per_ip: int = 50
@@ -210,6 +225,27 @@ class Settings:
             ),
             embedding_purge_batch_size=read.get(
                 "EMBEDDING_PURGE_BATCH_SIZE", _positive(int), cls.embedding_purge_batch_size
+            ),
+            recommendation_collection=read.get(
+                "RECOMMENDATION_COLLECTION", _collection_name, cls.recommendation_collection
+            ),
+            recommendation_weights=read.get("RECOMMENDATION_WEIGHTS", _weights, cls.recommendation_weights),
+            recommendation_feed_size=read.get(
+                "RECOMMENDATION_FEED_SIZE", _between(1, 1000), cls.recommendation_feed_size
+            ),
+            recommendation_recent_interactions=read.get(
+                "RECOMMENDATION_RECENT_INTERACTIONS", _between(1, 1000), cls.recommendation_recent_interactions
+            ),
+            recommendation_warm_interactions=read.get(
+                "RECOMMENDATION_WARM_INTERACTIONS", _positive(int), cls.recommendation_warm_interactions
+            ),
+            recommendation_popularity_refresh_seconds=read.get(
+                "RECOMMENDATION_POPULARITY_REFRESH_SECONDS",
+                _non_negative(float),
+                cls.recommendation_popularity_refresh_seconds,
+            ),
+            cache_recommendation_ttl_seconds=read.get(
+                "CACHE_RECOMMENDATION_TTL_SECONDS", _positive(float), cls.cache_recommendation_ttl_seconds
             ),
             login_failures_per_email=read.get(
                 "LOGIN_FAILURES_PER_EMAIL", _non_negative_int, cls.login_failures_per_email
@@ -352,6 +388,32 @@ def _bool(value: str) -> bool:
 
 def _non_negative_int(value: str) -> int:
     return _non_negative(int)(value)
+
+
+_WEIGHTED_TYPES = ("view", "like", "share", "bookmark")
+
+
+def _weights(value: str) -> tuple[tuple[str, float], ...]:
+    """``view=1,like=3,share=5,bookmark=4``: a finite, non-negative weight for each weighed interaction type."""
+    weights: dict[str, float] = {}
+    for part in value.split(","):
+        name, _, number = part.partition("=")
+        name = name.strip()
+        if name not in _WEIGHTED_TYPES or name in weights:
+            raise ValueError(f"expected each of {', '.join(_WEIGHTED_TYPES)} once, as name=weight")
+        weight = float(number)
+        if not 0 <= weight < float("inf"):
+            raise ValueError(f"the weight of {name} must be a finite number of zero or more")
+        weights[name] = weight
+    if set(weights) != set(_WEIGHTED_TYPES):
+        raise ValueError(f"expected a weight for each of {', '.join(_WEIGHTED_TYPES)}")
+    return tuple((name, weights[name]) for name in _WEIGHTED_TYPES)
+
+
+def _collection_name(value: str) -> str:
+    if re.fullmatch(r"[a-z][a-z0-9_]{0,47}", value) is None:
+        raise ValueError("expected 1 to 48 lowercase letters, digits and underscores, starting with a letter")
+    return value
 
 
 def _memory_size(value: str) -> str:

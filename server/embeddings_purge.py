@@ -10,12 +10,13 @@ from __future__ import annotations
 from server.db.database import Database
 from server.db.pgvector import VectorSupport
 from server.outage import OutageLog
-from server.purge import Purge
+from server.background import BackgroundPass
 from server.store import embeddings as store
 
 
-class EmbeddingPurge(Purge):
-    rows_name = "expired embeddings"
+class EmbeddingPurge(BackgroundPass):
+    operation = "purge of expired embeddings"
+    done = "purged expired embeddings"
 
     def __init__(self, db: Database, vectors: VectorSupport, *, batch_size: int, outage: OutageLog) -> None:
         if batch_size <= 0:

@@ -1,6 +1,6 @@
 """The background purge of ended sessions, so that revoked and expired rows do not pile up in the table.
 
-Every SESSION_PURGE_INTERVAL_SECONDS one pass runs (server/purge.py): batches of at most
+Every SESSION_PURGE_INTERVAL_SECONDS one pass runs (server/background.py): batches of at most
 SESSION_PURGE_BATCH_SIZE rows, each in a short transaction of its own, until a batch comes back short. Each
 batch first takes a transaction-level advisory lock (server.store.sessions.PURGE_LOCK_KEY) without waiting:
 while another replica purges, this one skips the round, so replicas never compete for the same rows. Sessions
@@ -14,16 +14,17 @@ from datetime import timedelta
 
 from server.db.database import Database
 from server.outage import OutageLog
-from server.purge import Purge
+from server.background import BackgroundPass
 from server.store import sessions as store
 
 ENDED_RETENTION = timedelta(days=1)
 
 
-class SessionPurge(Purge):
+class SessionPurge(BackgroundPass):
     """Deletes sessions that ended more than ENDED_RETENTION ago."""
 
-    rows_name = "ended sessions"
+    operation = "purge of ended sessions"
+    done = "purged ended sessions"
 
     def __init__(self, db: Database, *, batch_size: int, outage: OutageLog) -> None:
         if batch_size <= 0:

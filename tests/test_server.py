@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import grpc
 import pytest
-from dataservice.v1 import recommendation_service_pb2, recommendation_service_pb2_grpc, user_service_pb2 as pb
+from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -65,14 +65,6 @@ async def test_grpcurl_updates_a_user_with_the_readmes_field_mask_form_and_etag(
     assert json.loads(updated.stdout)["user"]["display_name"] == "Curl 2"
     stale = await grpcurl(app.port, "-d", json.dumps(update), "dataservice.v1.UserService/UpdateUser")
     assert "Code: Aborted" in stale.stderr and "CONCURRENT_MODIFICATION" in stale.stderr
-
-
-async def test_declared_services_not_served_answer_unimplemented_with_a_clear_message(channel):
-    recommendations = recommendation_service_pb2_grpc.RecommendationServiceStub(channel)
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await recommendations.GetRecommendations(recommendation_service_pb2.GetRecommendationsRequest(user_id="x"))
-    assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "dataservice.v1.RecommendationService.GetRecommendations" in raised.value.details()
 
 
 async def test_bytes_that_are_not_a_request_message_are_invalid_not_internal(channel):

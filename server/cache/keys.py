@@ -5,6 +5,8 @@
     dataservice:v3:session:<token hash hex>    serialized dataservice.v1.Session of the live session whose
                                                token has this SHA-256 (the token itself is never a key)
     dataservice:v3:content:<uuid>              serialized dataservice.v1.Content
+    dataservice:v3:recommendations:<uuid>      a user's feed: the id of the precomputed list it starts with (16
+                                               bytes, zeros for none), then a serialized GetRecommendationsResponse
     dataservice:v3:lease:<entity>:<id>         the lease token of a reader filling the entry of that name
     dataservice:v3:heartbeat:<process>         Redis only: a near cache's probe of its invalidation stream
     dataservice:v3:epoch                       Redis only: the run_id of the Redis server the entries are valid on
@@ -29,7 +31,14 @@ USER_PREFIX = f"{PREFIX}:user:"
 LEASE_PREFIX = f"{PREFIX}:lease:"
 HEARTBEAT_PREFIX = f"{PREFIX}:heartbeat:"
 # Every prefix whose entries a near cache may hold, plus its heartbeat: what Redis reports changes of.
-TRACKED_PREFIXES = (USER_PREFIX, f"{PREFIX}:user-email:", f"{PREFIX}:session:", f"{PREFIX}:content:", HEARTBEAT_PREFIX)
+TRACKED_PREFIXES = (
+    USER_PREFIX,
+    f"{PREFIX}:user-email:",
+    f"{PREFIX}:session:",
+    f"{PREFIX}:content:",
+    f"{PREFIX}:recommendations:",
+    HEARTBEAT_PREFIX,
+)
 
 
 def user(user_id: UUID) -> str:
@@ -49,6 +58,10 @@ def content(content_id: UUID) -> str:
     return f"{PREFIX}:content:{content_id}"
 
 
+def recommendations(user_id: UUID) -> str:
+    return f"{PREFIX}:recommendations:{user_id}"
+
+
 def lease(key: str) -> str:
     """The key of the lease on the entry ``key``."""
     return LEASE_PREFIX + key[len(PREFIX) + 1 :]
@@ -58,7 +71,8 @@ _ENTITY_START = len(PREFIX) + 1
 
 
 def entity(key: str) -> str:
-    """The entity an entry's key names (``user``, ``user-email``, ``session``, ``content``), for metrics."""
+    """The entity an entry's key names (``user``, ``user-email``, ``session``, ``content``, ``recommendations``),
+    for metrics."""
     return key[_ENTITY_START : key.index(":", _ENTITY_START)]
 
 
@@ -73,4 +87,6 @@ def of_outbox(entity_name: str, ident: str) -> str:
         return session(bytes.fromhex(ident))
     if entity_name == "content":
         return content(UUID(ident))
+    if entity_name == "recommendations":
+        return recommendations(UUID(ident))
     raise ValueError(f"unknown cache entity {entity_name!r} in the outbox")

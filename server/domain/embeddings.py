@@ -106,14 +106,16 @@ class SearchParams:
 
 @dataclass(frozen=True)
 class Query:
-    """A nearest-neighbour search: the query vector, how many results, which items may be returned, and the
-    stored items to leave out (the examples a search by id or by examples started from)."""
+    """A nearest-neighbour search: the query vector, how many results, which items may be returned, the stored
+    items to leave out (the examples a search by id or by examples started from), and content whose items to
+    leave out (what a user has seen, for recommendations; items without content are then left out too)."""
 
     vector: list[float]
     top_k: int
     where: EmbeddingFilter
     params: SearchParams
     excluded: list[UUID] = field(default_factory=list)
+    excluded_contents: list[UUID] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -330,6 +330,20 @@ async def get_embeddings(db: Database, collection: Collection, ids: list[UUID]) 
     return {row["id"]: _embedding(row) for row in rows}
 
 
+async def content_vectors(db: Database, collection: Collection, content_ids: list[UUID]) -> dict[UUID, list[float]]:
+    """The vector of each content that has live embeddings in ``collection``: their mean, when it has several."""
+    try:
+        rows = await db.fetch(
+            f"SELECT content_id, avg(vector)::real[] AS vector FROM {table(collection)}"
+            f" WHERE content_id = ANY($1::uuid[]) AND {_LIVE} GROUP BY content_id",
+            content_ids,
+            idempotent=True,
+        )
+    except asyncpg.UndefinedTableError:
+        raise CollectionGone(collection.name) from None
+    return {row["content_id"]: row["vector"] for row in rows}
+
+
 async def delete_embeddings(db: Database, collection: Collection, ids: list[UUID]) -> int:
     try:
         return await db.fetchval(
@@ -374,6 +388,8 @@ def _conditions(query: Query) -> _Conditions:
         )
     if query.excluded:
         conditions.add("id <> ALL({}::uuid[])", query.excluded)
+    if query.excluded_contents:
+        conditions.add("content_id <> ALL({}::uuid[])", query.excluded_contents)
     return conditions
 
 
@@ -424,7 +440,7 @@ async def search(db: Database, collection: Collection, query: Query) -> SearchRe
                 Hit(id=row["id"], score=row["score"], content_id=row["content_id"], metadata=row["metadata"] or {})
                 for row in rows
             ]
-            if len(hits) == query.top_k or params.exact or not (query.where or query.excluded):
+            if len(hits) == query.top_k or params.exact or not (query.where or query.excluded or query.excluded_contents):
                 return SearchResult(hits)
             matches = await conn.fetchval(
                 f"SELECT count(*) FROM (SELECT FROM {table(collection)} e WHERE {conditions.sql()} LIMIT {limit}) m",
