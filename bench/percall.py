@@ -97,8 +97,10 @@ async def _batch_pieces(dsn: str, pool: asyncpg.Pool, db: Database, author_id: u
     contents = [found[content_id] for content_id in ids]
     request = content_pb.BatchGetContentsRequest(ids=[str(content_id) for content_id in ids])
     context: Any = _CallContext()
-    # BatchGetContents reads no page token
-    servicer = ContentServicer(Contents(db, _uncached()), page_tokens=None)  # type: ignore[arg-type]
+    # BatchGetContents reads no page token and searches no vectors
+    servicer = ContentServicer(
+        Contents(db, _uncached()), page_tokens=None, embeddings=None, vector_search=None  # type: ignore[arg-type]
+    )
     query = (
         "SELECT id, author_id, title, body, tags, metadata, status, created_at, updated_at, published_at, version "
         "FROM contents WHERE id = ANY($1::uuid[])"

@@ -405,7 +405,8 @@ class VectorRun:
     async def start(self) -> tuple[str, Settings]:
         """The service, ready; then its DSN and the settings it read (pool size, scan budget)."""
         self.runner.say(f"starting the service (work directory {self.workdir})")
-        self.runner.servers["service"] = await self.runner.start_service("service", UNCACHED_MODE, self.config.database_url)
+        service = await self.runner.start_service("service", UNCACHED_MODE, self.config.database_url)
+        self.runner.servers["service"] = service
         dsn = await database_dsn(self.config.database_url, self.runner.pgdata)
         env = service_env(
             os.environ,
@@ -418,16 +419,21 @@ class VectorRun:
         return dsn, Settings.from_env(env)
 
     async def timed(self, label: str, step: Awaitable[Any]) -> Any:
+        """Await step, adding its seconds to timings[label]."""
         started = time.perf_counter()
         result = await step
-        self.timings[label] = round(self.timings.get(label, 0.0) + time.perf_counter() - started, 1)
+        self._add_time(label, started)
         return result
 
     def generate(self, label: str, build: Callable[[], Any]) -> Any:
+        """Run build (data generation, which blocks), adding its seconds to timings[label]."""
         started = time.perf_counter()
         result = build()
-        self.timings[label] = round(self.timings.get(label, 0.0) + time.perf_counter() - started, 1)
+        self._add_time(label, started)
         return result
+
+    def _add_time(self, label: str, started: float) -> None:
+        self.timings[label] = round(self.timings.get(label, 0.0) + time.perf_counter() - started, 1)
 
     async def new_collection(self, stub: pb_grpc.EmbeddingServiceStub, kind: str) -> Collection:
         collection = await create_collection(stub, f"bench_{kind}_{self.run_id}", self.config.dimension)
@@ -454,7 +460,9 @@ class VectorRun:
         config = self.config
         sample = clustered(self.rng, config.dimension, config.clusters, config.noise)
         collection = await self.new_collection(stub, "clustered")
-        requests = self.generate("generate_s", lambda: import_requests(collection.name, sample, config.vectors, self.rng))
+        requests = self.generate(
+            "generate_s", lambda: import_requests(collection.name, sample, config.vectors, self.rng)
+        )
         queries = self.generate("generate_s", lambda: [sample() for _ in range(config.queries)])
         self.runner.say(f"loading {config.vectors} clustered vectors of {config.dimension} dimensions")
         loaded = await self.timed("load_s", load(stub, requests))
@@ -496,7 +504,10 @@ class VectorRun:
         grpc_figures = await self.grpc_load(collection, keys, ef)
         self.runner.say(f"ef_search {ef}: SQL load with {self.config.concurrency.in_flight} workers")
         sql = SqlLoad(
-            pool, search_settings(ef, settings.embedding_scan_budget), search_sql(collection.table, self.config.dimension), keys
+            pool,
+            search_settings(ef, settings.embedding_scan_budget),
+            search_sql(collection.table, self.config.dimension),
+            keys,
         )
         sql_figures = await sql.measure(self.config.concurrency.in_flight, self.config.warmup_s, self.config.duration_s)
         row = {
@@ -635,9 +646,12 @@ def table(document: dict[str, Any]) -> str:
             )
         lines += ["", "| filter | recall@10 | full results | truncated |", "|---|---|---|---|"]
         for row in result["filtered"]:
-            lines.append(f"| {row['filter']} | {row['recall_at_10']:.3f} | {row['full_results']:.1%} | {row['truncated']} |")
+            lines.append(
+                f"| {row['filter']} | {row['recall_at_10']:.3f} | {row['full_results']:.1%} | {row['truncated']} |"
+            )
     if document.get("uniform"):
-        recalls = ", ".join(f"ef {row['ef_search']}: {row['recall_at_10']:.3f}" for row in document["uniform"]["ef_search"])
+        rows = document["uniform"]["ef_search"]
+        recalls = ", ".join(f"ef {row['ef_search']}: {row['recall_at_10']:.3f}" for row in rows)
         lines += ["", f"uniform (no basis for a recall goal): recall@10 {recalls}"]
     for target in document["targets"]:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
@@ -674,7 +688,10 @@ async def _run(config: VectorConfig) -> tuple[dict[str, Any], int]:
     except BenchFailure as failure:
         error = failure
     except (ToolError, ServerError, grpc.aio.AioRpcError, asyncpg.PostgresError, OSError) as failure:
-        text = f"{failure.code().name}: {failure.details()}" if isinstance(failure, grpc.aio.AioRpcError) else str(failure)
+        if isinstance(failure, grpc.aio.AioRpcError):
+            text = f"{failure.code().name}: {failure.details()}"
+        else:
+            text = str(failure)
         error = BenchFailure(f"setup failed: {text}", EXIT_SETUP)
     finally:
         if run is not None:

@@ -45,6 +45,7 @@ from server.db.database import Database
 from server.db.embedded import start_embedded_postgres
 from server.db.pgvector import VectorSupport
 from server.db.pool import create_pool, warm_up
+from server.domain.embeddings import SearchParams
 from server.domain.recommendations import InteractionType
 from server.embeddings_purge import EmbeddingPurge
 from server.health import HealthMonitor
@@ -280,8 +281,11 @@ class App:
         page_tokens = PageTokens(settings.page_token_secret.reveal().encode())
         policy.register(server, UserServicer(users, passwords, page_tokens, self._login_limiter), _USER_SERVICE)
         policy.register(server, SessionServicer(sessions, page_tokens), _SESSION_SERVICE)
-        policy.register(server, ContentServicer(contents, page_tokens), _CONTENT_SERVICE)
         embeddings = Embeddings(db, self.vectors)
+        default_search = SearchParams(
+            exact=False, ef_search=settings.embedding_ef_search, scan_budget=settings.embedding_scan_budget
+        )
+        policy.register(server, ContentServicer(contents, page_tokens, embeddings, default_search), _CONTENT_SERVICE)
         embedding_servicer = EmbeddingServicer(
             embeddings,
             page_tokens,

@@ -8,7 +8,6 @@
      ├── Conflict             ABORTED            (stale etag, concurrent change)
      ├── FailedPrecondition   FAILED_PRECONDITION (the resource's state does not allow the change)
      ├── Unauthenticated      UNAUTHENTICATED
-     ├── Unimplemented        UNIMPLEMENTED
      ├── ResourceExhausted    RESOURCE_EXHAUSTED google.rpc.RetryInfo (when a limit lets the caller in again)
      └── Unavailable          UNAVAILABLE        google.rpc.RetryInfo (a dependency is down; retry)
 
@@ -141,12 +140,6 @@ class Unauthenticated(DomainError):
     reason = "INVALID_CREDENTIALS"
 
 
-class Unimplemented(DomainError):
-    """A method the API declares that this server does not serve."""
-
-    reason = "NOT_IMPLEMENTED"
-
-
 class ResourceExhausted(DomainError):
     """A limit on the caller was reached; ``retry_after_seconds`` says when it lets the caller in again."""
 
@@ -190,7 +183,6 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
     Conflict: grpc.StatusCode.ABORTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import grpc
 from dataservice.v1 import common_pb2
 from dataservice.v1 import content_service_pb2 as pb
 
@@ -130,7 +129,7 @@ async def test_no_match_and_stop_words_only_are_empty_pages_not_errors(contents)
         assert page == pb.SearchContentsResponse(), query
 
 
-async def test_search_refuses_bad_requests_and_hybrid_is_unimplemented(contents):
+async def test_search_refuses_bad_requests(contents):
     cases = [
         (pb.SearchContentsRequest(query=""), {"query"}),
         (pb.SearchContentsRequest(query="x" * 1001), {"query"}),
@@ -140,12 +139,12 @@ async def test_search_refuses_bad_requests_and_hybrid_is_unimplemented(contents)
         (pb.SearchContentsRequest(query="a", filter=pb.ContentFilter(author_id="x")), {"filter.author_id"}),
         (pb.SearchContentsRequest(query="a", filter=pb.ContentFilter(statuses=[9])), {"filter.statuses[0]"}),
         (pb.SearchContentsRequest(query="", filter=pb.ContentFilter(tags=[""])), {"query", "filter.tags[0]"}),
+        (pb.SearchContentsRequest(query="a", vector_query=pb.VectorQuery(collection="No Name", vector=[1])),
+         {"vector_query.collection"}),
     ]
     for request, fields in cases:
         assert bad_request_fields(await fails(contents.SearchContents(request))) == fields, request
     assert len(await search(contents, "x" * 1000)) == 0
-    hybrid = await fails(contents.SearchContents(pb.SearchContentsRequest(query="a", hybrid=True)))
-    assert hybrid.code() is grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_a_body_of_one_mib_of_distinct_words_is_stored_and_searchable(contents, users):

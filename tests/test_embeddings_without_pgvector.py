@@ -8,6 +8,8 @@ import uuid
 import asyncpg
 import grpc
 import pytest
+from dataservice.v1 import content_service_pb2 as content_pb
+from dataservice.v1 import content_service_pb2_grpc
 from dataservice.v1 import embedding_service_pb2 as pb
 from dataservice.v1 import embedding_service_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2
@@ -79,3 +81,14 @@ async def test_every_embedding_method_is_failed_precondition_saying_pgvector_is_
             info = error_details_pb2.ErrorInfo()
             infos[0].Unpack(info)
             assert info.reason == "PGVECTOR_MISSING"
+
+
+async def test_hybrid_search_is_failed_precondition_and_full_text_search_still_serves(server_without_pgvector):
+    _, app = server_without_pgvector
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        contents = content_service_pb2_grpc.ContentServiceStub(channel)
+        await contents.SearchContents(content_pb.SearchContentsRequest(query="anything"))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await contents.SearchContents(content_pb.SearchContentsRequest(
+                query="anything", vector_query=content_pb.VectorQuery(collection="c", vector=[1.0])))
+        assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION

@@ -10,7 +10,6 @@ import uuid
 
 import grpc
 import pytest
-from dataservice.v1 import content_service_pb2, content_service_pb2_grpc
 from dataservice.v1 import user_service_pb2 as pb
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
@@ -134,13 +133,9 @@ async def test_aborted_unauthenticated_and_unimplemented_carry_an_error_info(use
         user=pb.User(id=user.id, display_name="J"), update_mask=field_mask_pb2.FieldMask(paths=["display_name"])))
     stale = await fails(users.DeleteUser(pb.DeleteUserRequest(id=user.id, etag=user.etag)))
     wrong_password = await fails(users.AuthenticateUser(pb.AuthenticateUserRequest(email=email, password="wrong one")))
-    contents = content_service_pb2_grpc.ContentServiceStub(channel)
-    unimplemented = await fails(contents.SearchContents(
-        content_service_pb2.SearchContentsRequest(query="any", hybrid=True)))
     expected = {
         grpc.StatusCode.ABORTED: (stale, "CONCURRENT_MODIFICATION"),
         grpc.StatusCode.UNAUTHENTICATED: (wrong_password, "INVALID_CREDENTIALS"),
-        grpc.StatusCode.UNIMPLEMENTED: (unimplemented, "NOT_IMPLEMENTED"),
     }
     for code, (error, reason) in expected.items():
         assert error.code() is code

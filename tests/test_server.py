@@ -1,4 +1,4 @@
-"""The server as its callers meet it: reflection for grpcurl, UNIMPLEMENTED for RPCs still to come,
+"""The server as its callers meet it: reflection for grpcurl,
 unexpected input never answered with INTERNAL, and the embedded default of ``make run``."""
 
 from __future__ import annotations

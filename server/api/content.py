@@ -13,10 +13,13 @@ from dataservice.v1 import content_service_pb2_grpc as pb_grpc
 
 from server.api import paging
 from server.api.validation import Violations
+from server.api.embeddings import check_vector, collection_name
 from server.cache.content import Contents
+from server.cache.embeddings import Embeddings
+from server.domain.embeddings import Collection, SearchParams
 from server.domain.common import CreateRequest, PageCursor, request_fingerprint
-from server.domain.content import ContentChanges, ContentFilter, ContentOrder, ContentStatus, NewContent, RankCursor
-from server.errors import Unimplemented, clip
+from server.domain.content import ContentChanges, ContentFilter, ContentOrder, ContentStatus, NewContent, RankCursor, SearchHit
+from server.errors import clip
 from server.messages.common import embedded
 from server.messages.content import fill_content
 
@@ -47,9 +50,19 @@ _MISSING_IDS_FIELD = pb.BatchGetContentsResponse.DESCRIPTOR.fields_by_name["miss
 class ContentServicer(pb_grpc.ContentServiceServicer):
     """Serves dataservice.v1.ContentService; reads and writes go through ``Contents`` (cache + store)."""
 
-    def __init__(self, contents: Contents, page_tokens: paging.PageTokens) -> None:
+    def __init__(
+        self,
+        contents: Contents,
+        page_tokens: paging.PageTokens,
+        embeddings: Embeddings,
+        vector_search: SearchParams,
+    ) -> None:
         self._contents = contents
         self._page_tokens = page_tokens
+        # Hybrid searches resolve their collection through the embeddings' catalogue, and walk its index with
+        # the server's default search settings.
+        self._embeddings = embeddings
+        self._vector_search = vector_search
 
     async def CreateContent(
         self, request: pb.CreateContentRequest, context: grpc.aio.ServicerContext
@@ -172,12 +185,25 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         query = check.text("query", request.query, min_length=1, max_length=MAX_QUERY_CHARS)
         where = _filter(check, request.filter)
         check.raise_if_any()
-        if request.hybrid:
-            raise Unimplemented("hybrid search is not served; search with hybrid unset for full-text ranking")
+        hybrid = request.HasField("vector_query")
+        collection = collection_name(check, "vector_query.collection", request.vector_query.collection) if hybrid else ""
+        check.raise_if_any()
         size = min(paging.page_size(request.page_size), MAX_SEARCH_PAGE_SIZE)
         parameters = _parameters(request)
         after = self._page_tokens.decode_ranked(_SEARCH_CONTENTS, parameters, request.page_token)
-        hits = await self._contents.search(query, where, after=after, limit=size + 1)
+        if hybrid:
+
+            async def fused(found: Collection) -> list[SearchHit]:
+                check = Violations()
+                vector = check_vector(check, found, "vector_query.vector", request.vector_query.vector)
+                check.raise_if_any()
+                return await self._contents.hybrid_search(
+                    found, query, vector, where, self._vector_search, after=after, limit=size + 1
+                )
+
+            hits = await self._embeddings.with_collection(collection, fused)
+        else:
+            hits = await self._contents.search(query, where, after=after, limit=size + 1)
         response = pb.SearchContentsResponse()
         if len(hits) > size:
             hits = hits[:size]
@@ -191,7 +217,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
 
 def _parameters(request: pb.ListContentsRequest | pb.SearchContentsRequest) -> bytes:
     """What a page token is bound to besides its method: the request without page_size and page_token (the
-    filter, and the order or the query and hybrid), serialized deterministically."""
+    filter, and the order or the query and vector query), serialized deterministically."""
     bound = type(request)()
     bound.CopyFrom(request)
     bound.ClearField("page_size")

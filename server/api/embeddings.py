@@ -85,7 +85,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionResponse:
         check = Violations()
-        name = _name(check, "name", request.name)
+        name = collection_name(check, "name", request.name)
         check.raise_if_any()
         response = pb.GetCollectionResponse()
         fill_collection(response.collection, await self._embeddings.get_collection(name))
@@ -109,7 +109,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
         check = Violations()
-        name = _name(check, "name", request.name)
+        name = collection_name(check, "name", request.name)
         expected_id = check.etag("etag", request.etag)
         check.raise_if_any()
         await self._embeddings.delete_collection(name, expected_id=expected_id)
@@ -119,7 +119,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.UpsertEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertEmbeddingsResponse:
         check = Violations()
-        name = _name(check, "collection", request.collection)
+        name = collection_name(check, "collection", request.collection)
         if not 1 <= len(request.embeddings) <= MAX_BATCH:
             check.add("embeddings", f"must hold 1 to {MAX_BATCH} embeddings, not {len(request.embeddings)}")
         check.raise_if_any()
@@ -143,7 +143,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             check.add("collection", "required: the stream held no request")
             check.raise_if_any()
         assert first is not None
-        name = _name(check, "collection", first.collection)
+        name = collection_name(check, "collection", first.collection)
         check.raise_if_any()
         now = datetime.now(UTC)
 
@@ -177,7 +177,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.GetEmbeddingRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetEmbeddingResponse:
         check = Violations()
-        name = _name(check, "collection", request.collection)
+        name = collection_name(check, "collection", request.collection)
         embedding_id = check.uuid("id", request.id)
         check.raise_if_any()
         assert embedding_id is not None
@@ -192,7 +192,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.BatchGetEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetEmbeddingsResponse:
         check = Violations()
-        name = _name(check, "collection", request.collection)
+        name = collection_name(check, "collection", request.collection)
         ids = _ids(check, "ids", request.ids)
         check.raise_if_any()
         _, found = await self._embeddings.get_many(name, ids)
@@ -208,7 +208,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.DeleteEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteEmbeddingsResponse:
         check = Violations()
-        name = _name(check, "collection", request.collection)
+        name = collection_name(check, "collection", request.collection)
         ids = _ids(check, "ids", request.ids)
         check.raise_if_any()
         return pb.DeleteEmbeddingsResponse(deleted_count=await self._embeddings.delete(name, ids))
@@ -217,7 +217,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.SearchEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchEmbeddingsResponse:
         check = Violations()
-        name = _name(check, "collection", request.collection)
+        name = collection_name(check, "collection", request.collection)
         which = request.WhichOneof("query")
         if which is None:
             check.add("query", "required: set vector or item_id")
@@ -228,7 +228,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         async def prepare(collection: Collection) -> Query:
             if item_id is None:
                 check = Violations()
-                vector = _vector(check, collection, "vector.values", request.vector.values)
+                vector = check_vector(check, collection, "vector.values", request.vector.values)
                 check.raise_if_any()
                 return Query(vector, top_k, where, params)
             found = await self._embeddings.vectors(collection, [item_id])
@@ -242,7 +242,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.RecommendEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecommendEmbeddingsResponse:
         check = Violations()
-        name = _name(check, "collection", request.collection)
+        name = collection_name(check, "collection", request.collection)
         positive_ids = _ids(check, "positive_ids", request.positive_ids, required=False)
         negative_ids = _ids(check, "negative_ids", request.negative_ids, required=False)
         examples = len(request.positive_ids) + len(request.negative_ids)
@@ -257,11 +257,11 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         async def prepare(collection: Collection) -> Query:
             check = Violations()
             positive = [
-                _vector(check, collection, f"positive_vectors[{index}].values", given.values)
+                check_vector(check, collection, f"positive_vectors[{index}].values", given.values)
                 for index, given in enumerate(request.positive_vectors)
             ]
             negative = [
-                _vector(check, collection, f"negative_vectors[{index}].values", given.values)
+                check_vector(check, collection, f"negative_vectors[{index}].values", given.values)
                 for index, given in enumerate(request.negative_vectors)
             ]
             check.raise_if_any()
@@ -332,7 +332,7 @@ def _combine(positive: list[list[float]], negative: list[list[float]]) -> list[f
     return [2 * p - n for p, n in zip(mean, away)]
 
 
-def _name(check: Violations, field: str, name: str) -> str:
+def collection_name(check: Violations, field: str, name: str) -> str:
     if not name:
         check.add(field, "required")
     elif _NAME.fullmatch(name) is None:
@@ -341,7 +341,7 @@ def _name(check: Violations, field: str, name: str) -> str:
 
 
 def _new_collection(check: Violations, given: pb.Collection) -> NewCollection | None:
-    name = _name(check, "collection.name", given.name)
+    name = collection_name(check, "collection.name", given.name)
     limit = MAX_HALF_DIMENSION if given.half_precision else MAX_DIMENSION
     if not 1 <= given.dimension <= limit:
         kind = "with" if given.half_precision else "without"
@@ -383,7 +383,7 @@ def _distinct(check: Violations, field: str, ids: list[UUID]) -> None:
         seen.add(embedding_id)
 
 
-def _vector(check: Violations, collection: Collection, field: str, values: Sequence[float]) -> list[float]:
+def check_vector(check: Violations, collection: Collection, field: str, values: Sequence[float]) -> list[float]:
     """The values as a list, checked against the collection: its dimension, finite numbers, within the 16-bit
     range of a half-precision collection, and not all zeros under cosine (which has no direction)."""
     vector = list(values)
@@ -407,7 +407,7 @@ def _new_embedding(
 ) -> NewEmbedding:
     field = f"embeddings[{index}]"
     embedding_id = check.uuid(f"{field}.id", given.id)
-    vector = _vector(check, collection, f"{field}.vector", given.vector)
+    vector = check_vector(check, collection, f"{field}.vector", given.vector)
     content_id = check.uuid(f"{field}.content_id", given.content_id, required=False)
     metadata = check.json_object(
         f"{field}.metadata", given.metadata if given.HasField("metadata") else None, max_bytes=MAX_METADATA_BYTES

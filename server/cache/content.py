@@ -22,6 +22,7 @@ from server.domain.content import (
     RankCursor,
     SearchHit,
 )
+from server.domain.embeddings import Collection, SearchParams
 from server.errors import NotFound
 from server.messages.content import fill_content
 from server.store import content as store
@@ -77,6 +78,19 @@ class Contents:
         self, query: str, where: ContentFilter, *, after: RankCursor | None, limit: int
     ) -> list[SearchHit]:
         return await store.search_contents(self._db, query, where, after=after, limit=limit)
+
+    async def hybrid_search(
+        self,
+        collection: Collection,
+        query: str,
+        vector: list[float],
+        where: ContentFilter,
+        params: SearchParams,
+        *,
+        after: RankCursor | None,
+        limit: int,
+    ) -> list[SearchHit]:
+        return await store.hybrid_search(self._db, collection, query, vector, where, params, after=after, limit=limit)
 
     async def create(self, new: NewContent, request: CreateRequest | None) -> Content:
         # Nothing to invalidate: the id is new, so no reader can have cached "no such content" for it.

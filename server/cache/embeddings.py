@@ -58,7 +58,7 @@ class Embeddings:
 
     async def upsert(self, name: str, prepare: Callable[[Collection], list[NewEmbedding]]) -> int:
         """Writes the items ``prepare`` validates against the collection (raising InvalidArgument)."""
-        return await self._on(name, lambda collection: store.upsert_embeddings(self._db, collection, prepare(collection)))
+        return await self.with_collection(name, lambda collection: store.upsert_embeddings(self._db, collection, prepare(collection)))
 
     async def import_embeddings(
         self, name: str, batches: Callable[[Collection], AsyncIterator[list[NewEmbedding]]], *, index_memory: str
@@ -73,10 +73,10 @@ class Embeddings:
         async def get(collection: Collection) -> tuple[Collection, dict[UUID, Embedding]]:
             return collection, await store.get_embeddings(self._db, collection, ids)
 
-        return await self._on(name, get)
+        return await self.with_collection(name, get)
 
     async def delete(self, name: str, ids: list[UUID]) -> int:
-        return await self._on(name, lambda collection: store.delete_embeddings(self._db, collection, ids))
+        return await self.with_collection(name, lambda collection: store.delete_embeddings(self._db, collection, ids))
 
     async def search(self, name: str, prepare: Callable[[Collection], Awaitable[Query]]) -> SearchResult:
         """Runs the search that ``prepare`` builds for the collection (validating, and reading stored examples)."""
@@ -84,14 +84,14 @@ class Embeddings:
         async def run(collection: Collection) -> SearchResult:
             return await store.search(self._db, collection, await prepare(collection))
 
-        return await self._on(name, run)
+        return await self.with_collection(name, run)
 
     async def vectors(self, collection: Collection, ids: list[UUID]) -> dict[UUID, list[float]]:
         """The vectors of the live embeddings of ``ids``: the examples of a search by id or by examples."""
         found = await store.get_embeddings(self._db, collection, ids)
         return {embedding_id: embedding.vector for embedding_id, embedding in found.items()}
 
-    async def _on(self, name: str, operation: Callable[[Collection], Awaitable[T]]) -> T:
+    async def with_collection(self, name: str, operation: Callable[[Collection], Awaitable[T]]) -> T:
         """Runs ``operation`` on the named collection, from the catalogue when it is there; once more on a
         fresh read when the entry turns out stale."""
         self._vectors.require()

@@ -19,7 +19,9 @@ from server.domain.content import (
     RankCursor,
     SearchHit,
 )
+from server.domain.embeddings import Collection, SearchParams
 from server.errors import Conflict, FailedPrecondition, NotFound, RequestIdReused
+from server.store import embeddings as embeddings_store
 
 # Empty metadata arrives as NULL, which asyncpg returns without calling the JSON decoder: that Python call
 # costs a fifth of the reading of a row, and most content has no metadata.
@@ -190,6 +192,79 @@ async def search_contents(
         *conditions.args,
         idempotent=True,
     )
+    return [SearchHit(_content(row), row["rank"], row["snippet"]) for row in rows]
+
+
+# A hybrid search fuses the first HYBRID_CANDIDATES of each ranking by reciprocal rank fusion with constant
+# RRF_K (the usual 60): a content's score is the sum of 1 / (RRF_K + position) over the rankings it is in.
+HYBRID_CANDIDATES = 100
+RRF_K = 60
+
+
+async def hybrid_search(
+    db: Database,
+    collection: Collection,
+    query: str,
+    vector: list[float],
+    where: ContentFilter,
+    params: SearchParams,
+    *,
+    after: RankCursor | None,
+    limit: int,
+) -> list[SearchHit]:
+    """Content ranked by the fusion of its full-text rank for ``query`` and the similarity of its embeddings in
+    ``collection`` to ``vector``, both under ``where``, best first, ties by id descending; in one statement.
+
+    The vector ranking walks the collection's index (iterative scan, ``params``) over embeddings whose content
+    meets the filter, and ranks each content by its nearest embedding. Content found by only one ranking is
+    fused too; its snippet is empty when the query's words do not occur in it. The fused score is a float4,
+    so that a page's last score compares equal to itself in the next page's keyset condition.
+    """
+    conditions = _Conditions(query)
+    conditions.add_filter(where)
+    # The filter names contents' columns unqualified: in the vector half it runs inside a subquery on contents,
+    # where they resolve to the content of the embedding, not to the embedding's own tags or created_at.
+    filter_sql = conditions.sql()
+    vector_value = f"{conditions.parameter(vector)}::real[]::{collection.vector_type}"
+    candidates = conditions.parameter(HYBRID_CANDIDATES)
+    page = "true"
+    if after is not None:
+        page = f"(score, id) < ({conditions.parameter(after.rank)}::real, {conditions.parameter(after.id)})"
+    limit_parameter = conditions.parameter(limit)
+    distance = f"e.vector {collection.metric.operator} {vector_value}"
+    statement = f"""
+        WITH parsed AS (SELECT websearch_to_tsquery('english', $1) AS query),
+        by_text AS (
+            SELECT id, row_number() OVER (ORDER BY {_RANK} DESC, id DESC) AS position
+            FROM contents, parsed WHERE search @@ query AND {filter_sql}
+            ORDER BY {_RANK} DESC, id DESC LIMIT {candidates}
+        ),
+        nearest AS MATERIALIZED (
+            SELECT e.content_id, {distance} AS d FROM {embeddings_store.table(collection)} e
+            WHERE e.content_id IS NOT NULL AND (e.expire_at IS NULL OR e.expire_at > now())
+              AND EXISTS (SELECT FROM contents WHERE contents.id = e.content_id AND {filter_sql})
+            ORDER BY {distance} LIMIT {candidates}
+        ),
+        by_vector AS (
+            SELECT content_id AS id, row_number() OVER (ORDER BY min(d), content_id) AS position
+            FROM nearest GROUP BY content_id
+        ),
+        fused AS (
+            SELECT id, sum(1.0 / ({RRF_K} + position))::real AS score
+            FROM (SELECT id, position FROM by_text UNION ALL SELECT id, position FROM by_vector) ranked
+            GROUP BY id
+        ),
+        page AS (SELECT id, score FROM fused WHERE {page} ORDER BY score DESC, id DESC LIMIT {limit_parameter})
+        SELECT {_COLUMNS}, score AS rank, CASE WHEN search @@ query THEN {_SNIPPET} ELSE '' END AS snippet
+        FROM page JOIN contents USING (id), parsed
+        ORDER BY score DESC, id DESC
+    """
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(embeddings_store.search_settings(params, HYBRID_CANDIDATES))
+            rows = await conn.fetch(statement, *conditions.args)
+    except asyncpg.UndefinedTableError:
+        raise embeddings_store.CollectionGone(collection.name) from None
     return [SearchHit(_content(row), row["rank"], row["snippet"]) for row in rows]
 
 

@@ -36,6 +36,7 @@ from server.domain.embeddings import (
     NewCollection,
     NewEmbedding,
     Query,
+    SearchParams,
     SearchResult,
 )
 from server.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound, RequestIdReused
@@ -424,17 +425,9 @@ async def search(db: Database, collection: Collection, query: Query) -> SearchRe
     """
     args = [*conditions.args, query.top_k, query.vector]
     params = query.params
-    if params.exact:
-        settings = "SET LOCAL enable_indexscan = off"
-    else:
-        settings = (
-            f"SET LOCAL hnsw.ef_search = {max(params.ef_search, query.top_k):d};"
-            " SET LOCAL hnsw.iterative_scan = relaxed_order;"
-            f" SET LOCAL hnsw.max_scan_tuples = {params.scan_budget:d}"
-        )
     try:
         async with db.transaction() as conn:
-            await conn.execute(settings)
+            await conn.execute(search_settings(params, query.top_k))
             rows = await conn.fetch(statement, *args)
             hits = [
                 Hit(id=row["id"], score=row["score"], content_id=row["content_id"], metadata=row["metadata"] or {})
@@ -452,6 +445,18 @@ async def search(db: Database, collection: Collection, query: Query) -> SearchRe
             return SearchResult(hits, truncated=True, scanned=_scanned_rows(plan, table(collection)))
     except asyncpg.UndefinedTableError:
         raise CollectionGone(collection.name) from None
+
+
+def search_settings(params: SearchParams, top_k: int) -> str:
+    """The SET LOCAL statements of a search's transaction: exact searches keep off the index; approximate ones
+    walk it with an iterative scan within their budget, with a candidate list of at least ``top_k``."""
+    if params.exact:
+        return "SET LOCAL enable_indexscan = off"
+    return (
+        f"SET LOCAL hnsw.ef_search = {max(params.ef_search, top_k):d};"
+        " SET LOCAL hnsw.iterative_scan = relaxed_order;"
+        f" SET LOCAL hnsw.max_scan_tuples = {params.scan_budget:d}"
+    )
 
 
 def _scanned_rows(plan: Any, relation: str) -> int:

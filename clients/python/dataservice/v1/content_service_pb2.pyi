@@ -165,18 +165,26 @@ class DeleteContentResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class SearchContentsRequest(_message.Message):
-    __slots__ = ("query", "filter", "page_size", "page_token", "hybrid")
+    __slots__ = ("query", "filter", "page_size", "page_token", "vector_query")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    HYBRID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_QUERY_FIELD_NUMBER: _ClassVar[int]
     query: str
     filter: ContentFilter
     page_size: int
     page_token: str
-    hybrid: bool
-    def __init__(self, query: _Optional[str] = ..., filter: _Optional[_Union[ContentFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., hybrid: _Optional[bool] = ...) -> None: ...
+    vector_query: VectorQuery
+    def __init__(self, query: _Optional[str] = ..., filter: _Optional[_Union[ContentFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., vector_query: _Optional[_Union[VectorQuery, _Mapping]] = ...) -> None: ...
+
+class VectorQuery(_message.Message):
+    __slots__ = ("collection", "vector")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SearchContentsResponse(_message.Message):
     __slots__ = ("results", "next_page_token")

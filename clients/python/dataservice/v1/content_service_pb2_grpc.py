@@ -130,7 +130,9 @@ class ContentServiceServicer:
     def SearchContents(self, request, context):
         """Full-text search over the title and the first 100,000 characters of the
         body, with English stemming, best match first, one page at a time.
-        Title matches weigh more than body matches.
+        Title matches weigh more than body matches. With vector_query it is a
+        hybrid search: the full-text ranking and the ranking by vector
+        similarity are fused by reciprocal rank fusion (see VectorQuery).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -60,7 +60,9 @@ class ContentServiceStub:
     SearchContents: _grpc.UnaryUnaryMultiCallable[_content_service_pb2.SearchContentsRequest, _content_service_pb2.SearchContentsResponse]
     """Full-text search over the title and the first 100,000 characters of the
     body, with English stemming, best match first, one page at a time.
-    Title matches weigh more than body matches.
+    Title matches weigh more than body matches. With vector_query it is a
+    hybrid search: the full-text ranking and the ranking by vector
+    similarity are fused by reciprocal rank fusion (see VectorQuery).
     """
 
 @_typing.type_check_only
@@ -95,7 +97,9 @@ class ContentServiceAsyncStub(ContentServiceStub):
     SearchContents: _aio.UnaryUnaryMultiCallable[_content_service_pb2.SearchContentsRequest, _content_service_pb2.SearchContentsResponse]  # type: ignore[assignment]
     """Full-text search over the title and the first 100,000 characters of the
     body, with English stemming, best match first, one page at a time.
-    Title matches weigh more than body matches.
+    Title matches weigh more than body matches. With vector_query it is a
+    hybrid search: the full-text ranking and the ranking by vector
+    similarity are fused by reciprocal rank fusion (see VectorQuery).
     """
 
 class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -169,7 +173,9 @@ class ContentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_content_service_pb2.SearchContentsResponse, _abc.Awaitable[_content_service_pb2.SearchContentsResponse]]:
         """Full-text search over the title and the first 100,000 characters of the
         body, with English stemming, best match first, one page at a time.
-        Title matches weigh more than body matches.
+        Title matches weigh more than body matches. With vector_query it is a
+        hybrid search: the full-text ranking and the ranking by vector
+        similarity are fused by reciprocal rank fusion (see VectorQuery).
         """
 
 def add_ContentServiceServicer_to_server(servicer: ContentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
