@@ -45,7 +45,11 @@ from bench.paths import BenchPath, Seed, SeedContext
 from bench.run import EXIT_SETUP, BenchFailure, Runner, Target, _version
 from bench.servers import ServerError, ServerProcess, database_dsn, service_env
 from server.config import Settings
+from server.db.database import read_with_settings
 from server.db.pool import create_pool
+from server.domain.embeddings import Collection as StoredCollection
+from server.domain.embeddings import DistanceMetric, EmbeddingFilter, Query, SearchParams
+from server.store.embeddings import SearchStatement, search_statement
 from server.secret import mask_url
 
 SEARCH = "/dataservice.v1.EmbeddingService/SearchEmbeddings"
@@ -279,30 +283,6 @@ async def load(stub: pb_grpc.EmbeddingServiceStub, requests: list[pb.ImportEmbed
 # ---- direct SQL -----------------------------------------------------------------------------------------------
 
 
-def search_sql(table: str, dimension: int) -> str:
-    """The SELECT the service runs for an unfiltered cosine search (server/store/embeddings.py's ``search``)."""
-    vector = f"$2::real[]::vector({dimension:d})"
-    return f"""
-        SELECT id, 1 - d AS score, content_id, metadata FROM (
-            SELECT id, vector <=> {vector} AS d, content_id, metadata
-            FROM {table} e
-            WHERE (expire_at IS NULL OR expire_at > now())
-            ORDER BY vector <=> {vector}
-            LIMIT $1
-        ) nearest
-        ORDER BY d, id
-    """
-
-
-def search_settings(ef_search: int, scan_budget: int) -> str:
-    """The service's SET LOCALs of an approximate search."""
-    return (
-        f"SET LOCAL hnsw.ef_search = {max(ef_search, TOP_K):d};"
-        " SET LOCAL hnsw.iterative_scan = relaxed_order;"
-        f" SET LOCAL hnsw.max_scan_tuples = {scan_budget:d}"
-    )
-
-
 async def index_figures(dsn: str, collection: Collection) -> dict[str, Any]:
     """Time a REINDEX of the HNSW index with the memory the service's import builds it with, then its size.
 
@@ -338,9 +318,7 @@ class SqlLoad:
     """A closed-loop load on an asyncpg pool: ``workers`` coroutines, each one query after another."""
 
     pool: asyncpg.Pool
-    settings: str
-    statement: str
-    vectors: list[list[float]]
+    statements: list[SearchStatement]
 
     async def run(self, workers: int, duration_s: float) -> tuple[int, float, list[float]]:
         """Queries answered, seconds from the first start to the last answer, sorted latencies in ms."""
@@ -349,12 +327,11 @@ class SqlLoad:
         deadline = started + duration_s
 
         async def worker(index: int) -> None:
-            vector = self.vectors[index % len(self.vectors)]
+            statement = self.statements[index % len(self.statements)]
             while time.perf_counter() < deadline:
                 begun = time.perf_counter()
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await conn.execute(self.settings)
-                    await conn.fetch(self.statement, TOP_K, vector)
+                async with self.pool.acquire() as conn:
+                    await read_with_settings(conn, statement.settings, statement.sql, statement.args)
                 latencies.append((time.perf_counter() - begun) * 1000)
 
         await asyncio.gather(*(worker(index) for index in range(workers)))
@@ -503,11 +480,21 @@ class VectorRun:
         keys = queries[: min(self.config.concurrency.connections, len(queries))]
         grpc_figures = await self.grpc_load(collection, keys, ef)
         self.runner.say(f"ef_search {ef}: SQL load with {self.config.concurrency.in_flight} workers")
+        # The statements the service itself runs for these searches (server/store/embeddings.py).
+        searched = StoredCollection(
+            name=collection.name,
+            dimension=self.config.dimension,
+            metric=DistanceMetric.COSINE,
+            half_precision=False,
+            hnsw_m=16,
+            hnsw_ef_construction=64,
+            id=collection.id,
+            created_at=datetime.now(UTC),
+        )
+        params = SearchParams(exact=False, ef_search=ef, scan_budget=settings.embedding_scan_budget)
         sql = SqlLoad(
             pool,
-            search_settings(ef, settings.embedding_scan_budget),
-            search_sql(collection.table, self.config.dimension),
-            keys,
+            [search_statement(searched, Query(key, TOP_K, EmbeddingFilter(), params)) for key in keys],
         )
         sql_figures = await sql.measure(self.config.concurrency.in_flight, self.config.warmup_s, self.config.duration_s)
         row = {

@@ -1,4 +1,5 @@
-"""Command line: ``python -m server`` serves; ``python -m server migrate up|down|status|to N|new NAME``."""
+"""Command line: ``python -m server`` serves; ``python -m server migrate up|down|status|to N|new NAME``;
+``python -m server seed --demo`` loads demo data into a running server."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import os
 import signal
 import sys
 
+import grpc
 import uvloop
 
 from server.app import App, StartupError
 from server.config import ConfigError, Settings
 from server.db import migrate
 from server.db.embedded import EmbeddedUnavailable, start_embedded_postgres
-from server import native_stderr
+from server import native_stderr, seed
 from server.logs import configure_logging
 
 log = logging.getLogger("server")
@@ -34,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     to.add_argument("version", type=int)
     new = actions.add_parser("new", help="create an empty NNNN_NAME.up.sql/.down.sql pair")
     new.add_argument("name")
+    seed_parser = commands.add_parser("seed", help="load data into a running server through its API")
+    seed_parser.add_argument("--demo", action="store_true", required=True, help="the demo data set (server/seed.py)")
+    seed_parser.add_argument(
+        "--target", help="host:port of the server (default: 127.0.0.1 and the port of GRPC_ADDRESS)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -46,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return uvloop.run(_migrate(settings, args))
+        if args.command == "seed":
+            target = args.target or f"127.0.0.1:{settings.grpc_address.rsplit(':', 1)[1]}"
+            return uvloop.run(_seed(target))
         return uvloop.run(_serve(settings))
     except migrate.MigrationError as exc:
         print(f"migration error: {exc}", file=sys.stderr)
@@ -72,6 +82,18 @@ async def _serve(settings: Settings) -> int:
         await stop_requested.wait()
     finally:
         await app.stop()
+    return 0
+
+
+async def _seed(target: str) -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        try:
+            loaded = await seed.load_demo(channel)
+        except grpc.aio.AioRpcError as error:
+            print(f"seed failed: {error.code().name}: {error.details()} (is the server running at {target}?)",
+                  file=sys.stderr)
+            return 1
+    print(seed.summary(loaded, target))
     return 0
 
 

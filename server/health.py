@@ -130,6 +130,9 @@ class HealthMonitor:
         """Reads (or, with ``install``, creates) pgvector; the vector services follow it at the next ``_set``."""
         async with self._pool.acquire() as conn:
             version, missing_reason = await pgvector.check(conn, install=install)
+        if version is not None and self._vectors.version is None:
+            # Connections opened before pgvector was there lack its codec (server/db/pool.py): replace them.
+            await self._pool.expire_connections()
         if missing_reason is not None and not self._vectors.known_missing:
             log.warning("pgvector missing: the vector services are not serving", extra={"reason": missing_reason})
         elif version is not None and self._vectors.known_missing:

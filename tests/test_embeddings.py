@@ -628,3 +628,17 @@ async def test_undecodable_bytes_in_an_import_stream_are_invalid_argument(channe
         yield b"\xff\xff\xff"
 
     assert (await fails(call(stream()))).code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_oversized_id_lists_and_too_many_examples_are_invalid_argument(embeddings):
+    collection = await new_collection(embeddings, dimension=2)
+    ids = [str(uuid.uuid4()) for _ in range(1001)]
+    batch = await fails(embeddings.BatchGetEmbeddings(pb.BatchGetEmbeddingsRequest(collection=collection.name, ids=ids)))
+    assert bad_request_fields(batch) == {"ids"}
+    delete = await fails(embeddings.DeleteEmbeddings(pb.DeleteEmbeddingsRequest(collection=collection.name, ids=ids)))
+    assert bad_request_fields(delete) == {"ids"}
+    none = await fails(embeddings.DeleteEmbeddings(pb.DeleteEmbeddingsRequest(collection=collection.name)))
+    assert bad_request_fields(none) == {"ids"}
+    examples = await fails(embeddings.RecommendEmbeddings(pb.RecommendEmbeddingsRequest(
+        collection=collection.name, positive_ids=ids[:65])))
+    assert bad_request_fields(examples) == {"positive_ids"}

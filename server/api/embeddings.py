@@ -181,7 +181,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         embedding_id = check.uuid("id", request.id)
         check.raise_if_any()
         assert embedding_id is not None
-        _, found = await self._embeddings.get_many(name, [embedding_id])
+        found = await self._embeddings.get_many(name, [embedding_id])
         if embedding_id not in found:
             raise NotFound("Embedding", request.id)
         response = pb.GetEmbeddingResponse()
@@ -195,7 +195,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         name = collection_name(check, "collection", request.collection)
         ids = _ids(check, "ids", request.ids)
         check.raise_if_any()
-        _, found = await self._embeddings.get_many(name, ids)
+        found = await self._embeddings.get_many(name, ids)
         response = pb.BatchGetEmbeddingsResponse()
         for embedding_id in dict.fromkeys(ids):
             if embedding_id in found:

@@ -69,11 +69,8 @@ class Embeddings:
         collection = await self._load(name)
         return await store.import_embeddings(self._db, collection, batches(collection), index_memory=index_memory)
 
-    async def get_many(self, name: str, ids: list[UUID]) -> tuple[Collection, dict[UUID, Embedding]]:
-        async def get(collection: Collection) -> tuple[Collection, dict[UUID, Embedding]]:
-            return collection, await store.get_embeddings(self._db, collection, ids)
-
-        return await self.with_collection(name, get)
+    async def get_many(self, name: str, ids: list[UUID]) -> dict[UUID, Embedding]:
+        return await self.with_collection(name, lambda collection: store.get_embeddings(self._db, collection, ids))
 
     async def delete(self, name: str, ids: list[UUID]) -> int:
         return await self.with_collection(name, lambda collection: store.delete_embeddings(self._db, collection, ids))

@@ -8,7 +8,7 @@ more on a fresh connection while the caller's budget lasts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -72,7 +72,7 @@ class Database:
                         if not _discarded(exc, conn):
                             raise
                         lost = exc
-                return await self._after_loss(lost, budget, idempotent, "fetchrow", query, args)
+                return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetchrow(query, *args))
         except TimeoutError:
             raise _timeout_error(budget) from None
 
@@ -87,7 +87,7 @@ class Database:
                         if not _discarded(exc, conn):
                             raise
                         lost = exc
-                return await self._after_loss(lost, budget, idempotent, "fetch", query, args)
+                return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetch(query, *args))
         except TimeoutError:
             raise _timeout_error(budget) from None
 
@@ -102,7 +102,30 @@ class Database:
                         if not _discarded(exc, conn):
                             raise
                         lost = exc
-                return await self._after_loss(lost, budget, idempotent, "fetchval", query, args)
+                return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetchval(query, *args))
+        except TimeoutError:
+            raise _timeout_error(budget) from None
+
+    async def fetch_with_settings(self, settings: str | None, query: str, *args: Any) -> list[asyncpg.Record]:
+        """One read in a read-only transaction of its own that begins with ``settings`` (``SET LOCAL …``
+        statements, no parameters): three round trips — BEGIN with the settings, the query, COMMIT — where
+        ``transaction()`` takes four; without settings, the query alone. The settings end with the transaction,
+        so they never reach the next user of the pooled connection. Like ``fetch``, a lost connection fails UNAVAILABLE; being a read, the
+        whole transaction runs once more on a fresh connection while the budget lasts.
+        """
+        budget = asyncio.timeout(self.budget())
+        try:
+            async with budget:
+                async with self._pool.acquire() as conn:
+                    try:
+                        return await read_with_settings(conn, settings, query, args)
+                    except Exception as exc:
+                        if not _discarded(exc, conn):
+                            raise
+                        lost = exc
+                return await self._after_loss(
+                    lost, budget, True, lambda conn: read_with_settings(conn, settings, query, args)
+                )
         except TimeoutError:
             raise _timeout_error(budget) from None
 
@@ -134,7 +157,11 @@ class Database:
             raise _timeout_error(budget) from None
 
     async def _after_loss(
-        self, lost: Exception, budget: asyncio.Timeout, idempotent: bool, method: str, query: str, args: tuple[Any, ...]
+        self,
+        lost: Exception,
+        budget: asyncio.Timeout,
+        idempotent: bool,
+        run: Callable[[PoolConnectionProxy], Awaitable[Any]],
     ) -> Any:
         """Runs an idempotent read once more on a fresh connection while the budget lasts; else ConnectionLost.
 
@@ -146,13 +173,30 @@ class Database:
         if idempotent and budget.when() > asyncio.get_running_loop().time():
             async with self._pool.acquire() as conn:
                 try:
-                    return await getattr(conn, method)(query, *args)
+                    return await run(conn)
                 except Exception as exc:
                     if not _discarded(exc, conn):
                         raise
                     lost = exc
             await self._pool.expire_connections()
         raise ConnectionLost() from lost
+
+
+async def read_with_settings(
+    conn: asyncpg.Connection | PoolConnectionProxy, settings: str | None, query: str, args: Sequence[Any]
+) -> list[asyncpg.Record]:
+    """``query`` in a read-only transaction that begins with ``settings``, on ``conn``: what
+    ``Database.fetch_with_settings`` runs, without its budget and retry (bench/vectors.py's SQL baseline)."""
+    if settings is None:
+        return await conn.fetch(query, *args)
+    await conn.execute(f"BEGIN READ ONLY; {settings}")
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        # Read-only, so COMMIT and ROLLBACK end it alike; after a failed query COMMIT rolls back. Should this be
+        # cut short (the budget ran out), the pool rolls back what is left open before the next user.
+        if not conn.is_closed():
+            await conn.execute("COMMIT")
 
 
 def _discarded(exc: Exception, conn: PoolConnectionProxy) -> bool:

@@ -225,7 +225,7 @@ async def hybrid_search(
     # The filter names contents' columns unqualified: in the vector half it runs inside a subquery on contents,
     # where they resolve to the content of the embedding, not to the embedding's own tags or created_at.
     filter_sql = conditions.sql()
-    vector_value = f"{conditions.parameter(vector)}::real[]::{collection.vector_type}"
+    vector_value = f"{conditions.parameter(vector)}::vector::{collection.vector_type}"
     candidates = conditions.parameter(HYBRID_CANDIDATES)
     page = "true"
     if after is not None:
@@ -260,9 +260,9 @@ async def hybrid_search(
         ORDER BY score DESC, id DESC
     """
     try:
-        async with db.transaction() as conn:
-            await conn.execute(embeddings_store.search_settings(params, HYBRID_CANDIDATES))
-            rows = await conn.fetch(statement, *conditions.args)
+        rows = await db.fetch_with_settings(
+            embeddings_store.search_settings(params, HYBRID_CANDIDATES), statement, *conditions.args
+        )
     except asyncpg.UndefinedTableError:
         raise embeddings_store.CollectionGone(collection.name) from None
     return [SearchHit(_content(row), row["rank"], row["snippet"]) for row in rows]

@@ -47,7 +47,9 @@ _DDL_LOCK_CLASS = 0x656D6263  # "embc"
 _COLLECTION_COLUMNS = (
     "id, name, dimension, distance_metric, half_precision, hnsw_m, hnsw_ef_construction, created_at"
 )
-_EMBEDDING_COLUMNS = "id, vector::real[] AS vector, content_id, metadata, tags, expire_at, created_at, updated_at"
+# Vectors are read and written as pgvector's ``vector`` (server/db/pool.py's binary codec), cast from and to the
+# collection's column type in SQL.
+_EMBEDDING_COLUMNS = "id, vector::vector AS vector, content_id, metadata, tags, expire_at, created_at, updated_at"
 _LIVE = "(expire_at IS NULL OR expire_at > now())"
 # An upsert replaces every field of an existing id; one that had expired counts as new.
 _REPLACE = """
@@ -198,28 +200,25 @@ async def delete_collection(db: Database, name: str, *, expected_id: int | None)
 
 
 async def upsert_embeddings(db: Database, collection: Collection, items: list[NewEmbedding]) -> int:
-    """Writes ``items`` in one statement: vectors travel as one flat real[] sliced per row, the rest as arrays.
+    """Writes ``items`` in one statement, each column as one array parameter.
     Raises NotFound naming a content id that names no content; then nothing is written."""
-    dimension = collection.dimension
-    flat: list[float] = []
-    for item in items:
-        flat.extend(item.vector)
     content_ids = [item.content_id for item in items]
     try:
         return await db.fetchval(
             f"""
             WITH written AS (
                 INSERT INTO {table(collection)} AS e (id, vector, content_id, metadata, tags, expire_at)
-                SELECT i.id, ($2::real[])[(i.n - 1) * {dimension:d} + 1 : i.n * {dimension:d}]::{collection.vector_type},
-                       i.content_id, i.metadata::jsonb, ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)), i.expire_at
-                FROM unnest($1::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[])
-                     WITH ORDINALITY AS i (id, content_id, metadata, tags, expire_at, n)
+                SELECT i.id, i.vector::{collection.vector_type}, i.content_id, i.metadata::jsonb,
+                       ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)), i.expire_at
+                FROM unnest($1::uuid[], $2::vector[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[])
+                     AS i (id, vector, content_id, metadata, tags, expire_at)
                 {_REPLACE}
                 RETURNING 1)
             SELECT count(*) FROM written
             """,
             [item.id for item in items],
-            flat,
+            # Tuples: asyncpg takes a list inside an array parameter for one more dimension, a tuple for a value.
+            [tuple(item.vector) for item in items],
             content_ids,
             # JSON text, cast in SQL: asyncpg would take a list of tag lists for a two-dimensional array.
             [json.dumps(item.metadata) if item.metadata else None for item in items],
@@ -257,7 +256,7 @@ async def import_embeddings(
             if empty:
                 await conn.execute(f"DROP INDEX {_hnsw_index(collection)}")
             await conn.execute(
-                "CREATE TEMPORARY TABLE embedding_import (id uuid, vector real[], content_id uuid, metadata text,"
+                "CREATE TEMPORARY TABLE embedding_import (id uuid, vector vector, content_id uuid, metadata text,"
                 " tags text[], expire_at timestamptz) ON COMMIT DROP"
             )
             content_ids: set[UUID] = set()
@@ -335,7 +334,7 @@ async def content_vectors(db: Database, collection: Collection, content_ids: lis
     """The vector of each content that has live embeddings in ``collection``: their mean, when it has several."""
     try:
         rows = await db.fetch(
-            f"SELECT content_id, avg(vector)::real[] AS vector FROM {table(collection)}"
+            f"SELECT content_id, avg(vector)::vector AS vector FROM {table(collection)}"
             f" WHERE content_id = ANY($1::uuid[]) AND {_LIVE} GROUP BY content_id",
             content_ids,
             idempotent=True,
@@ -364,8 +363,12 @@ class _Conditions:
         self.fragments: list[str] = [_LIVE]
 
     def add(self, fragment: str, value: Any) -> None:
+        self.fragments.append(fragment.format(self.parameter(value)))
+
+    def parameter(self, value: Any) -> str:
+        """Adds ``value`` as the next numbered parameter and returns its placeholder (``$n``)."""
         self.args.append(value)
-        self.fragments.append(fragment.format(f"${len(self.args)}"))
+        return f"${len(self.args)}"
 
     def sql(self) -> str:
         return " AND ".join(self.fragments)
@@ -394,54 +397,107 @@ def _conditions(query: Query) -> _Conditions:
     return conditions
 
 
+@dataclass(frozen=True)
+class SearchStatement:
+    """A search as SQL: the SELECT and its arguments, the ``SET LOCAL`` statements to run before it in a
+    transaction of its own (exact searches only; None otherwise), and the count of matches (``count_sql``
+    takes the arguments up to and including the limit)."""
+
+    sql: str
+    args: list[Any]
+    settings: str | None
+    count_sql: str
+    count_args: list[Any]
+
+
+def search_statement(collection: Collection, query: Query) -> SearchStatement:
+    """The SQL that ``search`` runs for ``query``; also what bench/vectors.py runs as its direct-SQL baseline.
+
+    An approximate search is one statement, one round trip: its settings are ``set_config(…, true)`` — the
+    function form of SET LOCAL — in a CTE that the index scan depends on (a lateral reference), so they are
+    in force before the scan reads them and end with the statement's own transaction. The planner's
+    ``enable_indexscan`` of an exact search must be set before the statement is planned: that one is a
+    ``SET LOCAL`` ahead of it, in a transaction of its own.
+    """
+    conditions = _conditions(query)
+    metric = collection.metric
+    # The filter's values first, then the limit, then the vector and the settings: the count of matches takes
+    # the arguments up to the limit, with the same numbers.
+    limit = conditions.parameter(query.top_k)
+    count_args = list(conditions.args)
+    vector = f"{conditions.parameter(query.vector)}::vector::{collection.vector_type}"
+    where = conditions.sql()
+    count_sql = f"SELECT count(*) FROM (SELECT FROM {table(collection)} e WHERE {where} LIMIT {limit}) m"
+
+    def nearest(extra_condition: str = "") -> str:
+        return f"""
+            SELECT id, vector {metric.operator} {vector} AS d, content_id, metadata
+            FROM {table(collection)} e
+            WHERE {where}{extra_condition}
+            ORDER BY vector {metric.operator} {vector}
+            LIMIT {limit}
+        """
+
+    params = query.params
+    if params.exact:
+        return SearchStatement(
+            sql=f"SELECT id, {metric.score} AS score, content_id, metadata FROM ({nearest()}) nearest"
+            " ORDER BY d, id",
+            args=conditions.args,
+            settings=search_settings(params, query.top_k),
+            count_sql=count_sql,
+            count_args=count_args,
+        )
+    ef_search = conditions.parameter(str(max(params.ef_search, query.top_k)))
+    budget = conditions.parameter(str(params.scan_budget))
+    return SearchStatement(
+        sql=f"""
+            WITH settings AS MATERIALIZED (
+                SELECT set_config('hnsw.ef_search', {ef_search}, true) AS ef_search,
+                       set_config('hnsw.iterative_scan', 'relaxed_order', true) AS iterative_scan,
+                       set_config('hnsw.max_scan_tuples', {budget}, true) AS max_scan_tuples
+            )
+            SELECT id, {metric.score} AS score, content_id, metadata
+            FROM settings, LATERAL ({nearest(" AND settings.ef_search IS NOT NULL")}) nearest
+            ORDER BY d, id
+        """,
+        args=conditions.args,
+        settings=None,
+        count_sql=count_sql,
+        count_args=count_args,
+    )
+
+
 async def search(db: Database, collection: Collection, query: Query) -> SearchResult:
     """The ``top_k`` live embeddings nearest to ``query.vector`` that meet its filter, best first.
 
     Approximate searches walk the HNSW index with pgvector's iterative scan (relaxed order, re-sorted here), so
     a filter does not cut the result short while matches remain within the scan budget; exact searches compare
     every row. The planner may also answer a selective filter exactly through another plan. Per-request
-    settings are ``SET LOCAL`` in the search's own transaction, so they end with it and never reach the next
-    user of the pooled connection.
+    settings are local to the search's own transaction (``search_statement``), so they end with it and never
+    reach the next user of the pooled connection.
 
-    When the result is short of ``top_k`` under a filter, one more query counts the matches: if more exist,
-    the index scan ran out of budget, and the result says so with the rows it visited (from EXPLAIN ANALYZE
-    of the same statement in the same transaction). Only such short results pay for that.
+    When the result is short of ``top_k`` under a filter, a second transaction counts the matches: if more
+    exist, the index scan ran out of budget, and the result says so with the rows it visited (from EXPLAIN
+    ANALYZE of the same statement). Only such short results pay for that.
     """
-    conditions = _conditions(query)
-    metric = collection.metric
-    # The filter's values first, then the limit, then the vector: the count of matches below takes all but
-    # the vector, with the same numbers.
-    limit = f"${len(conditions.args) + 1}"
-    vector = f"${len(conditions.args) + 2}::real[]::{collection.vector_type}"
-    statement = f"""
-        SELECT id, {metric.score} AS score, content_id, metadata FROM (
-            SELECT id, vector {metric.operator} {vector} AS d, content_id, metadata
-            FROM {table(collection)} e
-            WHERE {conditions.sql()}
-            ORDER BY vector {metric.operator} {vector}
-            LIMIT {limit}
-        ) nearest
-        ORDER BY d, id
-    """
-    args = [*conditions.args, query.top_k, query.vector]
-    params = query.params
+    statement = search_statement(collection, query)
     try:
+        rows = await db.fetch_with_settings(statement.settings, statement.sql, *statement.args)
+        hits = [
+            Hit(id=row["id"], score=row["score"], content_id=row["content_id"], metadata=row["metadata"] or {})
+            for row in rows
+        ]
+        filtered = query.where or query.excluded or query.excluded_contents
+        if len(hits) == query.top_k or query.params.exact or not filtered:
+            return SearchResult(hits)
         async with db.transaction() as conn:
-            await conn.execute(search_settings(params, query.top_k))
-            rows = await conn.fetch(statement, *args)
-            hits = [
-                Hit(id=row["id"], score=row["score"], content_id=row["content_id"], metadata=row["metadata"] or {})
-                for row in rows
-            ]
-            if len(hits) == query.top_k or params.exact or not (query.where or query.excluded or query.excluded_contents):
-                return SearchResult(hits)
-            matches = await conn.fetchval(
-                f"SELECT count(*) FROM (SELECT FROM {table(collection)} e WHERE {conditions.sql()} LIMIT {limit}) m",
-                *args[:-1],
-            )
+            matches = await conn.fetchval(statement.count_sql, *statement.count_args)
             if matches <= len(hits):
                 return SearchResult(hits)
-            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) {statement}", *args)
+            plan = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) {statement.sql}", *statement.args
+            )
             return SearchResult(hits, truncated=True, scanned=_scanned_rows(plan, table(collection)))
     except asyncpg.UndefinedTableError:
         raise CollectionGone(collection.name) from None
