@@ -58,6 +58,14 @@ def test_secrets_never_show_in_repr():
         ({"GRPC_ADDRESS": "50051"}, "GRPC_ADDRESS"),
         ({"METRICS_PORT": "0"}, "METRICS_PORT"),
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+        ({"EMBEDDING_EF_SEARCH": "1001"}, "EMBEDDING_EF_SEARCH"),
+        ({"EMBEDDING_SCAN_BUDGET": "0"}, "EMBEDDING_SCAN_BUDGET"),
+        ({"EMBEDDING_INDEX_BUILD_MEMORY": "512 MB; DROP TABLE x"}, "EMBEDDING_INDEX_BUILD_MEMORY"),
+        ({"RECOMMENDATION_COLLECTION": "Content"}, "RECOMMENDATION_COLLECTION"),
+        ({"RECOMMENDATION_WEIGHTS": "view=1,like=3"}, "RECOMMENDATION_WEIGHTS"),
+        ({"RECOMMENDATION_WEIGHTS": "view=1,like=-3,share=5,bookmark=4"}, "RECOMMENDATION_WEIGHTS"),
+        ({"RECOMMENDATION_WEIGHTS": "view=1,like=nan,share=5,bookmark=4"}, "RECOMMENDATION_WEIGHTS"),
+        ({"RECOMMENDATION_FEED_SIZE": "1001"}, "RECOMMENDATION_FEED_SIZE"),
     ],
 )
 def test_each_bad_value_names_its_variable(env, variable):
@@ -122,3 +130,8 @@ def test_db_host_given_a_socket_directory_connects_through_that_socket():
     assert (parts.path, parse_qs(parts.query)) == (
         "/app", {"host": ["/run/pg sockets"], "port": ["6432"], "sslmode": ["prefer"]}
     )
+
+
+def test_recommendation_weights_are_read_in_any_order():
+    settings = Settings.from_env({"RECOMMENDATION_WEIGHTS": " bookmark=2, view=0.5,share=0,like=3"})
+    assert dict(settings.recommendation_weights) == {"view": 0.5, "like": 3.0, "share": 0.0, "bookmark": 2.0}
