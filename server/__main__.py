@@ -1,5 +1,6 @@
 """Command line: ``python -m server`` serves; ``python -m server migrate up|down|status|to N|new NAME``;
-``python -m server seed --demo`` loads demo data into a running server."""
+``python -m server seed --demo`` loads demo data into a running server; ``python -m server check`` diagnoses
+the configuration and the dependencies, and exits 1 when something needs fixing."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from server.app import App, StartupError
 from server.config import ConfigError, Settings
 from server.db import migrate
 from server.db.embedded import EmbeddedUnavailable, start_embedded_postgres
-from server import native_stderr, seed
+from server import check, native_stderr, seed
 from server.logs import configure_logging
 
 log = logging.getLogger("server")
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     to.add_argument("version", type=int)
     new = actions.add_parser("new", help="create an empty NNNN_NAME.up.sql/.down.sql pair")
     new.add_argument("name")
+    commands.add_parser("check", help="diagnose configuration, PostgreSQL, migrations, pgvector and Redis")
     seed_parser = commands.add_parser("seed", help="load data into a running server through its API")
     seed_parser.add_argument("--demo", action="store_true", required=True, help="the demo data set (server/seed.py)")
     seed_parser.add_argument(
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return uvloop.run(_migrate(settings, args))
+        if args.command == "check":
+            return uvloop.run(check.run(settings))
         if args.command == "seed":
             target = args.target or f"127.0.0.1:{settings.grpc_address.rsplit(':', 1)[1]}"
             return uvloop.run(_seed(target))
