@@ -3,6 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
+# The tests fork helpers (pg_ctl as the postgres user, redis-server) while grpc calls are in flight, e.g. with Watch
+# streams open. grpc's fork handlers then run in the child before its exec, and crash it (SIGSEGV) when other
+# threads are inside grpc. No child of a test uses grpc, so the handlers are turned off before grpc starts.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
