@@ -331,8 +331,11 @@ class App:
 
         1. every health status turns NOT_SERVING, and Watch streams say so at once;
         2. for the drain, the server keeps serving, so that probes and balancers move traffic away first;
-        3. Watch streams end and the server stops accepting (new calls get UNAVAILABLE, which clients retry
-           elsewhere); calls in flight get the grace to finish;
+        3. Watch streams end and the server refuses new calls (UNAVAILABLE, which clients retry elsewhere) until
+           the calls in flight have finished and arrivals have stopped, for at most half the grace; then it
+           stops, and what is still in flight gets the rest of the grace. Refusing first answers the calls grpc
+           has received but not yet handed over (the stop would cancel them); keeping half the grace for the
+           stop means a caller that never stops sending cannot use it all up and have calls cancelled;
         4. the cache, the metrics endpoint and the pool close.
 
         Idempotent, and safe before ``start``.
@@ -363,7 +366,7 @@ class App:
         if self._server is not None:
             assert self._policy is not None
             refusing_since = time.monotonic()
-            await self._policy.refuse_new_calls(within_seconds=grace)
+            await self._policy.refuse_new_calls(within_seconds=grace / 2)  # half: see the docstring
             await self._server.stop(max(0.0, grace - (time.monotonic() - refusing_since)))
         if self._cache is not None:
             await self._cache.aclose()
