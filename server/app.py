@@ -81,6 +81,42 @@ VECTOR_SERVICE_NAMES = [_EMBEDDING_SERVICE.full_name]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the protos promise 16 MiB for embedding batches
 
 
+def transport_options(settings: Settings) -> list[tuple[str, int]]:
+    """Keepalive and connection age of the gRPC port. Clients may ping without calls, but not more often than
+    GRPC_MIN_CLIENT_PING_INTERVAL_SECONDS: the third ping too early ends the connection (GOAWAY
+    ``too_many_pings``). The shipped client's pings (dataservice.channel) keep within it."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    options = [
+        ("grpc.keepalive_time_ms", ms(settings.grpc_keepalive_time_seconds)),
+        ("grpc.keepalive_timeout_ms", ms(settings.grpc_keepalive_timeout_seconds)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(settings.grpc_min_client_ping_interval_seconds)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    if settings.grpc_max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", ms(settings.grpc_max_connection_age_seconds)),
+            ("grpc.max_connection_age_grace_ms", ms(settings.grpc_max_connection_age_grace_seconds)),
+        ]
+    return options
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials of the gRPC port, requiring client certificates when a client CA is set; None for
+    plaintext. The files were found readable when the settings were read; they are read now, at start."""
+    if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
+        return None
+    client_ca = settings.grpc_tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(settings.grpc_tls_key_file.read_bytes(), settings.grpc_tls_cert_file.read_bytes())],
+        root_certificates=client_ca.read_bytes() if client_ca is not None else None,
+        require_client_auth=client_ca is not None,
+    )
+
+
 class StartupError(RuntimeError):
     """The server cannot start as configured; the message names the setting."""
 
@@ -164,7 +200,11 @@ class App:
 
         self._server = await self._build_server()
         try:
-            self.port = self._server.add_insecure_port(settings.grpc_address)
+            credentials = server_credentials(settings)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(settings.grpc_address)
+            else:
+                self.port = self._server.add_secure_port(settings.grpc_address, credentials)
         except RuntimeError:
             raise StartupError(f"GRPC_ADDRESS: cannot bind {settings.grpc_address} (in use, or not allowed)") from None
         await self._server.start()
@@ -276,6 +316,7 @@ class App:
                 # grpc turns SO_REUSEPORT on by default: a second server on a taken port would then start
                 # "fine" and take half the connections (with its own in-process cache, serving stale reads).
                 ("grpc.so_reuseport", 0),
+                *transport_options(settings),
             ],
         )
         page_tokens = PageTokens(settings.page_token_secret.reveal().encode())

@@ -45,6 +45,23 @@ class Settings:
 
     grpc_address: str = "[::]:50051"
     """host:port the gRPC server binds; port 0 picks a free one (tests)."""
+    grpc_tls_cert_file: Path | None = None
+    """PEM certificate chain of the gRPC port; with GRPC_TLS_KEY_FILE it serves TLS only."""
+    grpc_tls_key_file: Path | None = None
+    grpc_tls_client_ca_file: Path | None = None
+    """PEM CA bundle: callers must present a certificate it signed (mutual TLS)."""
+    grpc_keepalive_time_seconds: float = 60.0
+    """How often the server pings an idle connection to find dead peers."""
+    grpc_keepalive_timeout_seconds: float = 20.0
+    """How long a ping may go unanswered before the connection is closed."""
+    grpc_min_client_ping_interval_seconds: float = 20.0
+    """The shortest interval between a client's keepalive pings the server accepts; clients pinging more often
+    are sent GOAWAY ``too_many_pings``. The shipped client pings every 30 s (dataservice.channel)."""
+    grpc_max_connection_age_seconds: float = 300.0
+    """Connections older than this are closed gracefully, so that clients reconnect and spread over replicas
+    added since; 0 keeps them forever."""
+    grpc_max_connection_age_grace_seconds: float = 30.0
+    """How long calls in flight on a connection closed for its age may still take."""
     database_url: Secret | None = None
     """PostgreSQL DSN; None means: start the embedded PostgreSQL in embedded_pg_dir."""
     embedded_pg_dir: Path = Path(".data/postgres")
@@ -151,6 +168,24 @@ class Settings:
         ttl = read.get("CACHE_TTL_SECONDS", _positive(float), cls.cache_ttl_seconds)
         settings = cls(
             grpc_address=read.get("GRPC_ADDRESS", _address, cls.grpc_address),
+            **_tls_files(read),
+            grpc_keepalive_time_seconds=read.get(
+                "GRPC_KEEPALIVE_TIME_SECONDS", _positive(float), cls.grpc_keepalive_time_seconds
+            ),
+            grpc_keepalive_timeout_seconds=read.get(
+                "GRPC_KEEPALIVE_TIMEOUT_SECONDS", _positive(float), cls.grpc_keepalive_timeout_seconds
+            ),
+            grpc_min_client_ping_interval_seconds=read.get(
+                "GRPC_MIN_CLIENT_PING_INTERVAL_SECONDS", _positive(float), cls.grpc_min_client_ping_interval_seconds
+            ),
+            grpc_max_connection_age_seconds=read.get(
+                "GRPC_MAX_CONNECTION_AGE_SECONDS", _non_negative(float), cls.grpc_max_connection_age_seconds
+            ),
+            grpc_max_connection_age_grace_seconds=read.get(
+                "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS",
+                _non_negative(float),
+                cls.grpc_max_connection_age_grace_seconds,
+            ),
             database_url=database_url,
             embedded_pg_dir=read.get("EMBEDDED_PG_DIR", Path, cls.embedded_pg_dir),
             redis_url=Secret(redis_url) if redis_url else None,
@@ -284,6 +319,31 @@ class _Reader:
                 raise ConfigError(f"{name}: {exc}") from None
             shown = mask_url(value) if "://" in value else value
             raise ConfigError(f"{name}: {exc} (got {shown!r})") from None
+
+
+def _readable_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError("expected a readable file")
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror})") from None
+    return path
+
+
+def _tls_files(read: _Reader) -> dict[str, Path | None]:
+    """The gRPC port's TLS files: a certificate and its key together, and optionally a client CA (mutual TLS)."""
+    files = {
+        "grpc_tls_cert_file": read.get("GRPC_TLS_CERT_FILE", _readable_file, None),
+        "grpc_tls_key_file": read.get("GRPC_TLS_KEY_FILE", _readable_file, None),
+        "grpc_tls_client_ca_file": read.get("GRPC_TLS_CLIENT_CA_FILE", _readable_file, None),
+    }
+    if (files["grpc_tls_cert_file"] is None) != (files["grpc_tls_key_file"] is None):
+        raise ConfigError("GRPC_TLS_CERT_FILE: set together with GRPC_TLS_KEY_FILE, or neither")
+    if files["grpc_tls_client_ca_file"] is not None and files["grpc_tls_cert_file"] is None:
+        raise ConfigError("GRPC_TLS_CLIENT_CA_FILE: mutual TLS needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE too")
+    return files
 
 
 def _database_url(read: _Reader) -> Secret | None:
