@@ -46,7 +46,7 @@ from server.db.pool import create_pool
 from server.interceptors import RpcPolicy
 from server.messages.content import fill_content
 from server.messages.users import user_message
-from server.metrics import RpcMetrics
+from server.metrics import QueryMetrics, RpcMetrics
 from server.outage import OutageLog
 from server.store import content as content_store
 
@@ -140,7 +140,7 @@ async def _measure(database_url: str | None, calls: int, batch_calls: int, round
     settings = Settings.from_env({"DATABASE_URL": dsn})
     await migrate.Migrator(dsn, migrate.load_migrations(REPO / "migrations")).up()
     pool = await create_pool(dsn, settings)
-    db = Database(pool, settings.db_command_timeout_seconds)
+    db = Database(pool, settings.db_command_timeout_seconds, QueryMetrics(CollectorRegistry(), slow_seconds=0))
     users = Users(db, _uncached())
     email = f"percall-{uuid.uuid4().hex[:8]}@example.com"
     user = (await users.create(email=email, display_name="P", preferences={}, password_hash="x", request=None)).user

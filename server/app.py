@@ -51,7 +51,7 @@ from server.embeddings_purge import EmbeddingPurge
 from server.health import HealthMonitor
 from server.interceptors import RpcPolicy
 from server.login_limit import LoginLimiter, LoginLimits
-from server.metrics import MetricsEndpoint, RpcMetrics
+from server.metrics import MetricsEndpoint, PoolMetrics, QueryMetrics, RpcMetrics, register_build_info
 from server.outage import OutageLog
 from server.passwords import Passwords
 from server.popularity import PopularityRefresh
@@ -285,7 +285,10 @@ class App:
         """The gRPC server with every service registered: implemented, planned, health and reflection."""
         settings = self.settings
         assert self._pool is not None and self._cache is not None and self._login_limiter is not None
-        db = Database(self._pool, settings.db_command_timeout_seconds)
+        queries = QueryMetrics(self.metrics_registry, settings.db_slow_query_seconds)
+        PoolMetrics(self.metrics_registry, self._pool, queries)
+        register_build_info(self.metrics_registry)
+        db = Database(self._pool, settings.db_command_timeout_seconds, queries)
         users = Users(db, self._reads(settings.cache_user_ttl_seconds))
         sessions = Sessions(db, self._reads(settings.cache_session_ttl_seconds))
         contents = Contents(db, self._reads(settings.cache_content_ttl_seconds))

@@ -118,6 +118,8 @@ class Settings:
     """How often ended sessions are purged; 0 turns the purge off on this replica."""
     session_purge_batch_size: int = 1000
     """Most sessions one purge transaction deletes."""
+    db_slow_query_seconds: float = 0.5
+    """Database calls slower than this are logged (store function and duration, never parameters); 0: never."""
     embedding_ef_search: int = 100
     """HNSW candidate list size of a search that names none (pgvector's hnsw.ef_search), 1 to 1000."""
     embedding_scan_budget: int = 20000
@@ -244,6 +246,9 @@ class Settings:
             ),
             session_purge_batch_size=read.get(
                 "SESSION_PURGE_BATCH_SIZE", _positive(int), cls.session_purge_batch_size
+            ),
+            db_slow_query_seconds=read.get(
+                "DB_SLOW_QUERY_SECONDS", _non_negative(float), cls.db_slow_query_seconds
             ),
             embedding_ef_search=read.get("EMBEDDING_EF_SEARCH", _between(1, 1000), cls.embedding_ef_search),
             embedding_scan_budget=read.get(

@@ -12,13 +12,19 @@ happen on the event loop's thread; a scrape from the endpoint's thread reads a s
 
 from __future__ import annotations
 
+import logging
+import platform
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 
+import asyncpg
 import grpc
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Info, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+log = logging.getLogger("server.db")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -107,6 +113,71 @@ class RpcMetrics:
         counts = self._handled.counts
         counts[labels[0]] = counts.get(labels[0], 0) + 1
         self._latency.observe(labels[1], seconds)
+
+
+class QueryMetrics:
+    """Statements by name — the store function that ran them — with their durations, and a log line for each
+    one slower than ``slow_seconds`` (its name and duration, never its parameters; 0 turns the log off)."""
+
+    def __init__(self, registry: CollectorRegistry, slow_seconds: float) -> None:
+        self._durations = Timings(
+            "dataservice_db_statement_duration_seconds",
+            "Time of each database call from the wait for a connection to its answer, by store function; "
+            "_count is the number of calls.",
+            ["statement"],
+            _LATENCY_BUCKETS,
+            registry,
+        )
+        self._series: dict[str, list[float]] = {}
+        self._slow_seconds = slow_seconds
+        self.in_flight = 0
+        """Database calls started and not yet answered (read by PoolMetrics)."""
+
+    def observe(self, statement: str, seconds: float) -> None:
+        series = self._series.get(statement)
+        if series is None:
+            series = self._series[statement] = self._durations.series((statement,))
+        self._durations.observe(series, seconds)
+        if self._slow_seconds and seconds >= self._slow_seconds:
+            log.warning("slow statement", extra={"statement": statement, "duration_ms": round(seconds * 1000, 1)})
+
+
+class PoolMetrics(Collector):
+    """The connection pool's state when scraped: its size, idle and in-use connections, the limit, the share in
+    use, and the calls waiting for a connection (calls in flight beyond the connections in use)."""
+
+    def __init__(self, registry: CollectorRegistry, pool: asyncpg.Pool, queries: QueryMetrics) -> None:
+        self._pool = pool
+        self._queries = queries
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        size, idle, limit = self._pool.get_size(), self._pool.get_idle_size(), self._pool.get_max_size()
+        in_use = size - idle
+        for name, documentation, value in (
+            ("dataservice_db_pool_connections", "Connections the pool holds open.", size),
+            ("dataservice_db_pool_idle_connections", "Open connections not in use.", idle),
+            ("dataservice_db_pool_in_use_connections", "Connections lent out.", in_use),
+            ("dataservice_db_pool_max_connections", "The pool's limit (DB_POOL_MAX_SIZE).", limit),
+            ("dataservice_db_pool_utilization", "Connections in use over the limit, 0 to 1.", in_use / limit),
+            (
+                "dataservice_db_pool_waiting_calls",
+                "Database calls waiting for a connection.",
+                max(0, self._queries.in_flight - in_use),
+            ),
+        ):
+            yield GaugeMetricFamily(name, documentation, value=value)
+
+
+def register_build_info(registry: CollectorRegistry) -> None:
+    """``dataservice_build_info``: the versions this process runs, as labels of a constant 1."""
+    versions = {"python": platform.python_version()}
+    for package in ("dataservice-server", "grpcio", "asyncpg", "redis", "protobuf"):
+        try:
+            versions[package.replace("-", "_")] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package.replace("-", "_")] = "unknown"
+    Info("dataservice_build", "Versions of the service and of what it runs on.", registry=registry).info(versions)
 
 
 class MetricsEndpoint:

@@ -8,6 +8,8 @@ more on a fresh connection while the caller's budget lasts.
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from server import deadline
 from server.errors import ConnectionLost
+from server.metrics import QueryMetrics
 
 # Failures of a statement that end its connection's session: PostgreSQL ended it (class 08, or 57P01 shutdown,
 # 57P02 crash, 57P04 database dropped, 57P05 idle timeout), the socket broke, or asyncpg's protocol state
@@ -54,57 +57,85 @@ class Database:
     may have committed; they fail UNAVAILABLE and the caller decides (etags and request ids make its retry safe).
     """
 
-    def __init__(self, pool: asyncpg.Pool, default_timeout_seconds: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, default_timeout_seconds: float, metrics: QueryMetrics) -> None:
         self._pool = pool
         self._default_timeout = default_timeout_seconds
+        self._metrics = metrics
 
     def budget(self) -> float:
         return deadline.budget(self._default_timeout)
 
     async def fetchrow(self, query: str, *args: Any, idempotent: bool = False) -> asyncpg.Record | None:
-        budget = asyncio.timeout(self.budget())
+        # The statement's name is the store function that called: one frame up, never the SQL text.
+        statement = sys._getframe(1).f_code.co_name
+        started = time.perf_counter()
+        metrics = self._metrics
+        metrics.in_flight += 1
         try:
-            async with budget:
-                async with self._pool.acquire() as conn:
-                    try:
-                        return await conn.fetchrow(query, *args)
-                    except Exception as exc:
-                        if not _discarded(exc, conn):
-                            raise
-                        lost = exc
-                return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetchrow(query, *args))
-        except TimeoutError:
-            raise _timeout_error(budget) from None
+            budget = asyncio.timeout(self.budget())
+            try:
+                async with budget:
+                    async with self._pool.acquire() as conn:
+                        try:
+                            return await conn.fetchrow(query, *args)
+                        except Exception as exc:
+                            if not _discarded(exc, conn):
+                                raise
+                            lost = exc
+                    return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetchrow(query, *args))
+            except TimeoutError:
+                raise _timeout_error(budget) from None
+        finally:
+            metrics.in_flight -= 1
+            metrics.observe(statement, time.perf_counter() - started)
 
     async def fetch(self, query: str, *args: Any, idempotent: bool = False) -> list[asyncpg.Record]:
-        budget = asyncio.timeout(self.budget())
+        # The statement's name is the store function that called: one frame up, never the SQL text.
+        statement = sys._getframe(1).f_code.co_name
+        started = time.perf_counter()
+        metrics = self._metrics
+        metrics.in_flight += 1
         try:
-            async with budget:
-                async with self._pool.acquire() as conn:
-                    try:
-                        return await conn.fetch(query, *args)
-                    except Exception as exc:
-                        if not _discarded(exc, conn):
-                            raise
-                        lost = exc
-                return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetch(query, *args))
-        except TimeoutError:
-            raise _timeout_error(budget) from None
+            budget = asyncio.timeout(self.budget())
+            try:
+                async with budget:
+                    async with self._pool.acquire() as conn:
+                        try:
+                            return await conn.fetch(query, *args)
+                        except Exception as exc:
+                            if not _discarded(exc, conn):
+                                raise
+                            lost = exc
+                    return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetch(query, *args))
+            except TimeoutError:
+                raise _timeout_error(budget) from None
+        finally:
+            metrics.in_flight -= 1
+            metrics.observe(statement, time.perf_counter() - started)
 
     async def fetchval(self, query: str, *args: Any, idempotent: bool = False) -> Any:
-        budget = asyncio.timeout(self.budget())
+        # The statement's name is the store function that called: one frame up, never the SQL text.
+        statement = sys._getframe(1).f_code.co_name
+        started = time.perf_counter()
+        metrics = self._metrics
+        metrics.in_flight += 1
         try:
-            async with budget:
-                async with self._pool.acquire() as conn:
-                    try:
-                        return await conn.fetchval(query, *args)
-                    except Exception as exc:
-                        if not _discarded(exc, conn):
-                            raise
-                        lost = exc
-                return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetchval(query, *args))
-        except TimeoutError:
-            raise _timeout_error(budget) from None
+            budget = asyncio.timeout(self.budget())
+            try:
+                async with budget:
+                    async with self._pool.acquire() as conn:
+                        try:
+                            return await conn.fetchval(query, *args)
+                        except Exception as exc:
+                            if not _discarded(exc, conn):
+                                raise
+                            lost = exc
+                    return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetchval(query, *args))
+            except TimeoutError:
+                raise _timeout_error(budget) from None
+        finally:
+            metrics.in_flight -= 1
+            metrics.observe(statement, time.perf_counter() - started)
 
     async def fetch_with_settings(self, settings: str | None, query: str, *args: Any) -> list[asyncpg.Record]:
         """One read in a read-only transaction of its own that begins with ``settings`` (``SET LOCAL …``
@@ -113,21 +144,29 @@ class Database:
         so they never reach the next user of the pooled connection. Like ``fetch``, a lost connection fails UNAVAILABLE; being a read, the
         whole transaction runs once more on a fresh connection while the budget lasts.
         """
-        budget = asyncio.timeout(self.budget())
+        statement = sys._getframe(1).f_code.co_name
+        started = time.perf_counter()
+        metrics = self._metrics
+        metrics.in_flight += 1
         try:
-            async with budget:
-                async with self._pool.acquire() as conn:
-                    try:
-                        return await read_with_settings(conn, settings, query, args)
-                    except Exception as exc:
-                        if not _discarded(exc, conn):
-                            raise
-                        lost = exc
-                return await self._after_loss(
-                    lost, budget, True, lambda conn: read_with_settings(conn, settings, query, args)
-                )
-        except TimeoutError:
-            raise _timeout_error(budget) from None
+            budget = asyncio.timeout(self.budget())
+            try:
+                async with budget:
+                    async with self._pool.acquire() as conn:
+                        try:
+                            return await read_with_settings(conn, settings, query, args)
+                        except Exception as exc:
+                            if not _discarded(exc, conn):
+                                raise
+                            lost = exc
+                    return await self._after_loss(
+                        lost, budget, True, lambda conn: read_with_settings(conn, settings, query, args)
+                    )
+            except TimeoutError:
+                raise _timeout_error(budget) from None
+        finally:
+            metrics.in_flight -= 1
+            metrics.observe(statement, time.perf_counter() - started)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -139,6 +178,11 @@ class Database:
         Transaction-scoped state only (``SET LOCAL``, ``pg_advisory_xact_lock``): the pool's no-op reset
         would hand session-level state to the next caller.
         """
+        # Named by the caller of ``async with``: two frames up, past contextlib's __aenter__.
+        statement = sys._getframe(2).f_code.co_name
+        started = time.perf_counter()
+        metrics = self._metrics
+        metrics.in_flight += 1
         budget = asyncio.timeout(self.budget())
         try:
             async with budget:
@@ -155,6 +199,9 @@ class Database:
                 raise ConnectionLost() from lost
         except TimeoutError:
             raise _timeout_error(budget) from None
+        finally:
+            metrics.in_flight -= 1
+            metrics.observe(statement, time.perf_counter() - started)
 
     async def _after_loss(
         self,
