@@ -19,6 +19,7 @@ from dataservice.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
 from server.api.content import ContentServicer
@@ -57,6 +58,7 @@ from server.passwords import Passwords
 from server.popularity import PopularityRefresh
 from server.secret import mask_url
 from server.tasks import cancel
+from server.tracing import Tracing, start_tracing
 from server.sessions_purge import SessionPurge
 
 log = logging.getLogger(__name__)
@@ -130,8 +132,11 @@ class AppState(enum.Enum):
 class App:
     """One running dataservice: ``await start()``, later ``await stop()``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, span_exporter: SpanExporter | None = None) -> None:
+        """``span_exporter`` turns tracing on with it (tests); else OTEL_EXPORTER_OTLP_ENDPOINT does."""
         self.settings = settings
+        self._span_exporter = span_exporter
+        self._tracing: Tracing | None = None
         self.metrics_registry = CollectorRegistry()
         self._state = AppState.CREATED
         self._server: grpc.aio.Server | None = None
@@ -198,6 +203,7 @@ class App:
             self.health.set(name, NOT_SERVING)
         self.health.set(CACHE_HEALTH_NAME, SERVING)
 
+        self._tracing = start_tracing(settings, self._span_exporter)
         self._server = await self._build_server()
         try:
             credentials = server_credentials(settings)
@@ -313,6 +319,7 @@ class App:
         )
 
         server = grpc.aio.server(
+            interceptors=[self._tracing.interceptor] if self._tracing is not None else None,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -424,4 +431,6 @@ class App:
             except TimeoutError:
                 log.warning("pool did not close in time; terminating its connections")
                 self._pool.terminate()
+        if self._tracing is not None:
+            await asyncio.to_thread(self._tracing.close)  # exports the last spans: network, off the loop
         log.info("stopped")

@@ -118,6 +118,10 @@ class Settings:
     """How often ended sessions are purged; 0 turns the purge off on this replica."""
     session_purge_batch_size: int = 1000
     """Most sessions one purge transaction deletes."""
+    otel_exporter_otlp_endpoint: str | None = None
+    """OTLP/gRPC endpoint of a collector (``http://collector:4317``); unset means no tracing at all."""
+    otel_service_name: str = "dataservice"
+    """The service.name resource of the spans."""
     db_slow_query_seconds: float = 0.5
     """Database calls slower than this are logged (store function and duration, never parameters); 0: never."""
     embedding_ef_search: int = 100
@@ -247,6 +251,8 @@ class Settings:
             session_purge_batch_size=read.get(
                 "SESSION_PURGE_BATCH_SIZE", _positive(int), cls.session_purge_batch_size
             ),
+            otel_exporter_otlp_endpoint=read.get("OTEL_EXPORTER_OTLP_ENDPOINT", _otlp_endpoint, None),
+            otel_service_name=read.get("OTEL_SERVICE_NAME", _nonempty, cls.otel_service_name),
             db_slow_query_seconds=read.get(
                 "DB_SLOW_QUERY_SECONDS", _non_negative(float), cls.db_slow_query_seconds
             ),
@@ -324,6 +330,18 @@ class _Reader:
                 raise ConfigError(f"{name}: {exc}") from None
             shown = mask_url(value) if "://" in value else value
             raise ConfigError(f"{name}: {exc} (got {shown!r})") from None
+
+
+def _otlp_endpoint(value: str) -> str:
+    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+        raise ValueError("expected an http:// or https:// URL of an OTLP/gRPC collector, like http://collector:4317")
+    return value
+
+
+def _nonempty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("expected a non-empty name")
+    return value
 
 
 def _readable_file(value: str) -> Path:
