@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -22,6 +21,7 @@ from server.domain.content import (
 from server.domain.embeddings import Collection, SearchParams
 from server.errors import Conflict, FailedPrecondition, NotFound, RequestIdReused
 from server.store import embeddings as embeddings_store
+from server.store.conditions import Conditions
 
 # Empty metadata arrives as NULL, which asyncpg returns without calling the JSON decoder: that Python call
 # costs a fifth of the reading of a row, and most content has no metadata.
@@ -111,37 +111,18 @@ async def get_contents(db: Database, content_ids: list[UUID]) -> dict[UUID, Cont
     return {row["id"]: _content(row) for row in rows}
 
 
-class _Conditions:
-    """A WHERE clause built from fixed SQL fragments, each with its value as a numbered parameter: no text of
-    the request ever becomes SQL."""
-
-    def __init__(self, *args: Any) -> None:
-        self.args: list[Any] = list(args)
-        self._fragments: list[str] = []
-
-    def add(self, fragment: str, *values: Any) -> None:
-        """``fragment`` with ``{}`` placeholders, filled with the parameter numbers of ``values``."""
-        self._fragments.append(fragment.format(*(self.parameter(value) for value in values)))
-
-    def add_filter(self, where: ContentFilter) -> None:
-        if where.author_id is not None:
-            self.add("author_id = {}", where.author_id)
-        if where.tags:
-            self.add("tags @> {}::text[]", where.tags)
-        if where.statuses:
-            self.add("status = ANY({}::text[])", [status.value for status in where.statuses])
-        if where.created_after is not None:
-            self.add("created_at > {}", where.created_after)
-        if where.created_before is not None:
-            self.add("created_at < {}", where.created_before)
-
-    def sql(self) -> str:
-        return " AND ".join(self._fragments) if self._fragments else "true"
-
-    def parameter(self, value: Any) -> str:
-        """Adds ``value`` as the next numbered parameter and returns its placeholder (``$n``)."""
-        self.args.append(value)
-        return f"${len(self.args)}"
+def _add_filter(conditions: Conditions, where: ContentFilter) -> None:
+    """The conditions of a ContentFilter, on contents' own columns (unqualified)."""
+    if where.author_id is not None:
+        conditions.add("author_id = {}", where.author_id)
+    if where.tags:
+        conditions.add("tags @> {}::text[]", where.tags)
+    if where.statuses:
+        conditions.add("status = ANY({}::text[])", [status.value for status in where.statuses])
+    if where.created_after is not None:
+        conditions.add("created_at > {}", where.created_after)
+    if where.created_before is not None:
+        conditions.add("created_at < {}", where.created_before)
 
 
 async def list_contents(
@@ -149,8 +130,8 @@ async def list_contents(
 ) -> list[Content]:
     """A page of content in ``order`` strictly after ``after``: keyset paging, stable under inserts and deletes.
     The order's time column and direction come from the ContentOrder enum, never from the request's text."""
-    conditions = _Conditions()
-    conditions.add_filter(where)
+    conditions = Conditions()
+    _add_filter(conditions, where)
     direction, beyond = ("DESC", "<") if order.descending else ("ASC", ">")
     if after is not None:  # the cursor's created_at is the position in the order's column, updated_at or not
         conditions.add(f"({order.column}, id) {beyond} ({{}}, {{}})", after.created_at, after.id)
@@ -171,8 +152,8 @@ async def search_contents(
 ) -> list[SearchHit]:
     """Full-text matches of ``query`` (websearch_to_tsquery syntax), best rank first, ties by id descending.
     A query without searchable words (only stop words) matches nothing."""
-    conditions = _Conditions(query)
-    conditions.add_filter(where)
+    conditions = Conditions(query)
+    _add_filter(conditions, where)
     if after is not None:
         conditions.add(f"({_RANK}, id) < ({{}}::real, {{}})", after.rank, after.id)
     limit_parameter = conditions.parameter(limit)
@@ -220,8 +201,8 @@ async def hybrid_search(
     fused too; its snippet is empty when the query's words do not occur in it. The fused score is a float4,
     so that a page's last score compares equal to itself in the next page's keyset condition.
     """
-    conditions = _Conditions(query)
-    conditions.add_filter(where)
+    conditions = Conditions(query)
+    _add_filter(conditions, where)
     # The filter names contents' columns unqualified: in the vector half it runs inside a subquery on contents,
     # where they resolve to the content of the embedding, not to the embedding's own tags or created_at.
     filter_sql = conditions.sql()

@@ -40,6 +40,7 @@ from server.domain.embeddings import (
     SearchResult,
 )
 from server.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound, RequestIdReused
+from server.store.conditions import Conditions
 
 # Transaction-level advisory locks of collection DDL: (class, hashtext(name)) serializes the creation and drop
 # of one name across replicas without blocking other names.
@@ -355,27 +356,9 @@ async def delete_embeddings(db: Database, collection: Collection, ids: list[UUID
         raise CollectionGone(collection.name) from None
 
 
-class _Conditions:
-    """The WHERE clause of a search from fixed SQL fragments, each value a numbered parameter."""
-
-    def __init__(self, *args: Any) -> None:
-        self.args: list[Any] = list(args)
-        self.fragments: list[str] = [_LIVE]
-
-    def add(self, fragment: str, value: Any) -> None:
-        self.fragments.append(fragment.format(self.parameter(value)))
-
-    def parameter(self, value: Any) -> str:
-        """Adds ``value`` as the next numbered parameter and returns its placeholder (``$n``)."""
-        self.args.append(value)
-        return f"${len(self.args)}"
-
-    def sql(self) -> str:
-        return " AND ".join(self.fragments)
-
-
-def _conditions(query: Query) -> _Conditions:
-    conditions = _Conditions()
+def _conditions(query: Query) -> Conditions:
+    conditions = Conditions()
+    conditions.add(_LIVE)
     where: EmbeddingFilter = query.where
     if where.metadata:
         conditions.add("metadata @> {}::jsonb", where.metadata)
