@@ -45,7 +45,6 @@ from bench.paths import BenchPath, Seed, SeedContext
 from bench.run import EXIT_SETUP, BenchFailure, Runner, Target, _version
 from bench.servers import ServerError, ServerProcess, database_dsn, service_env
 from server.config import Settings
-from server.db.database import read_with_settings
 from server.db.pool import create_pool
 from server.domain.embeddings import Collection as StoredCollection
 from server.domain.embeddings import DistanceMetric, EmbeddingFilter, Query, SearchParams
@@ -330,8 +329,7 @@ class SqlLoad:
             statement = self.statements[index % len(self.statements)]
             while time.perf_counter() < deadline:
                 begun = time.perf_counter()
-                async with self.pool.acquire() as conn:
-                    await read_with_settings(conn, statement.settings, statement.sql, statement.args)
+                await self.pool.fetch(statement.sql, *statement.args)
                 latencies.append((time.perf_counter() - begun) * 1000)
 
         await asyncio.gather(*(worker(index) for index in range(workers)))

@@ -5,6 +5,7 @@ transaction."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import uuid
@@ -73,9 +74,11 @@ def random_vectors(count: int, dimension: int, seed: int) -> list[list[float]]:
     return [[rng.gauss(0, 1) for _ in range(dimension)] for _ in range(count)]
 
 
-async def search(embeddings, collection: str, vector: list[float], **fields: Any) -> pb.SearchEmbeddingsResponse:
+async def search(
+    embeddings, collection: str, vector: list[float], *, timeout: float | None = None, **fields: Any
+) -> pb.SearchEmbeddingsResponse:
     request = pb.SearchEmbeddingsRequest(collection=collection, vector=pb.Vector(values=vector), **fields)
-    return await embeddings.SearchEmbeddings(request)
+    return await embeddings.SearchEmbeddings(request, timeout=timeout)
 
 
 def exact_order(query: list[float], stored: dict[str, list[float]], score) -> list[str]:
@@ -642,3 +645,39 @@ async def test_oversized_id_lists_and_too_many_examples_are_invalid_argument(emb
     examples = await fails(embeddings.RecommendEmbeddings(pb.RecommendEmbeddingsRequest(
         collection=collection.name, positive_ids=ids[:65])))
     assert bad_request_fields(examples) == {"positive_ids"}
+
+
+async def test_a_search_cut_short_by_its_deadline_is_deadline_exceeded_and_leaves_the_connection_usable(
+    start_app, database_url, caplog
+):
+    """Each search is one statement outside any transaction: cancelled mid-statement, it leaves nothing open on
+    its pooled connection for the pool to roll back (which asyncpg reports as an error)."""
+    caplog.set_level(logging.WARNING)
+    app = await start_app(settings_for(database_url, DB_POOL_MIN_SIZE="1", DB_POOL_MAX_SIZE="1"))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = pb_grpc.EmbeddingServiceStub(channel)
+        collection = await new_collection(stub, dimension=2)
+        await upsert(stub, collection.name, [item([1.0, 0.0])])
+        holder = await asyncpg.connect(database_url)
+        try:  # the search waits for this lock until its deadline cancels it, mid-statement
+            async with holder.transaction():
+                await holder.execute(f"LOCK TABLE embeddings.collection_{int(collection.etag)} IN ACCESS EXCLUSIVE MODE")
+                for params in (pb.SearchParams(), pb.SearchParams(exact=True)):
+                    with pytest.raises(grpc.aio.AioRpcError) as raised:
+                        await search(stub, collection.name, [1.0, 0.0], params=params, timeout=0.5)
+                    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            await holder.close()
+        found = await search(stub, collection.name, [1.0, 0.0])  # the pool's one connection serves again
+        assert len(found.results) == 1
+    answered = {
+        code: app.metrics_registry.get_sample_value("grpc_server_handled_total", {
+            "grpc_type": "unary", "grpc_service": "dataservice.v1.EmbeddingService",
+            "grpc_method": "SearchEmbeddings", "grpc_code": code,
+        })
+        for code in ("INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED", "CANCELLED")
+    }
+    # The server ends each call DEADLINE_EXCEEDED, or CANCELLED when the caller's own deadline was first.
+    assert (answered["DEADLINE_EXCEEDED"] or 0) + (answered["CANCELLED"] or 0) == 2, answered
+    assert not answered["INTERNAL"] and not answered["UNKNOWN"], answered
+    assert not [record for record in caplog.records if "active transaction" in record.getMessage()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -137,37 +137,6 @@ class Database:
             metrics.in_flight -= 1
             metrics.observe(statement, time.perf_counter() - started)
 
-    async def fetch_with_settings(self, settings: str | None, query: str, *args: Any) -> list[asyncpg.Record]:
-        """One read in a read-only transaction of its own that begins with ``settings`` (``SET LOCAL …``
-        statements, no parameters): three round trips — BEGIN with the settings, the query, COMMIT — where
-        ``transaction()`` takes four; without settings, the query alone. The settings end with the transaction,
-        so they never reach the next user of the pooled connection. Like ``fetch``, a lost connection fails UNAVAILABLE; being a read, the
-        whole transaction runs once more on a fresh connection while the budget lasts.
-        """
-        statement = sys._getframe(1).f_code.co_name
-        started = time.perf_counter()
-        metrics = self._metrics
-        metrics.in_flight += 1
-        try:
-            budget = asyncio.timeout(self.budget())
-            try:
-                async with budget:
-                    async with self._pool.acquire() as conn:
-                        try:
-                            return await read_with_settings(conn, settings, query, args)
-                        except Exception as exc:
-                            if not _discarded(exc, conn):
-                                raise
-                            lost = exc
-                    return await self._after_loss(
-                        lost, budget, True, lambda conn: read_with_settings(conn, settings, query, args)
-                    )
-            except TimeoutError:
-                raise _timeout_error(budget) from None
-        finally:
-            metrics.in_flight -= 1
-            metrics.observe(statement, time.perf_counter() - started)
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction, for the few writes that need more than one statement (a lock
@@ -227,23 +196,6 @@ class Database:
                     lost = exc
             await self._pool.expire_connections()
         raise ConnectionLost() from lost
-
-
-async def read_with_settings(
-    conn: asyncpg.Connection | PoolConnectionProxy, settings: str | None, query: str, args: Sequence[Any]
-) -> list[asyncpg.Record]:
-    """``query`` in a read-only transaction that begins with ``settings``, on ``conn``: what
-    ``Database.fetch_with_settings`` runs, without its budget and retry (bench/vectors.py's SQL baseline)."""
-    if settings is None:
-        return await conn.fetch(query, *args)
-    await conn.execute(f"BEGIN READ ONLY; {settings}")
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        # Read-only, so COMMIT and ROLLBACK end it alike; after a failed query COMMIT rolls back. Should this be
-        # cut short (the budget ran out), the pool rolls back what is left open before the next user.
-        if not conn.is_closed():
-            await conn.execute("COMMIT")
 
 
 def _discarded(exc: Exception, conn: PoolConnectionProxy) -> bool:

@@ -213,18 +213,23 @@ async def hybrid_search(
         page = f"(score, id) < ({conditions.parameter(after.rank)}::real, {conditions.parameter(after.id)})"
     limit_parameter = conditions.parameter(limit)
     distance = f"e.vector {collection.metric.operator} {vector_value}"
+    settings = embeddings_store.index_settings(conditions, params, HYBRID_CANDIDATES)
     statement = f"""
         WITH parsed AS (SELECT websearch_to_tsquery('english', $1) AS query),
+        {settings},
         by_text AS (
             SELECT id, row_number() OVER (ORDER BY {_RANK} DESC, id DESC) AS position
             FROM contents, parsed WHERE search @@ query AND {filter_sql}
             ORDER BY {_RANK} DESC, id DESC LIMIT {candidates}
         ),
         nearest AS MATERIALIZED (
-            SELECT e.content_id, {distance} AS d FROM {embeddings_store.table(collection)} e
-            WHERE e.content_id IS NOT NULL AND (e.expire_at IS NULL OR e.expire_at > now())
-              AND EXISTS (SELECT FROM contents WHERE contents.id = e.content_id AND {filter_sql})
-            ORDER BY {distance} LIMIT {candidates}
+            SELECT n.content_id, n.d FROM settings, LATERAL (
+                SELECT e.content_id, {distance} AS d FROM {embeddings_store.table(collection)} e
+                WHERE e.content_id IS NOT NULL AND (e.expire_at IS NULL OR e.expire_at > now())
+                  AND EXISTS (SELECT FROM contents WHERE contents.id = e.content_id AND {filter_sql})
+                  AND {embeddings_store.SETTLED}
+                ORDER BY {distance} LIMIT {candidates}
+            ) n
         ),
         by_vector AS (
             SELECT content_id AS id, row_number() OVER (ORDER BY min(d), content_id) AS position
@@ -241,9 +246,7 @@ async def hybrid_search(
         ORDER BY score DESC, id DESC
     """
     try:
-        rows = await db.fetch_with_settings(
-            embeddings_store.search_settings(params, HYBRID_CANDIDATES), statement, *conditions.args
-        )
+        rows = await db.fetch(statement, *conditions.args, idempotent=True)
     except asyncpg.UndefinedTableError:
         raise embeddings_store.CollectionGone(collection.name) from None
     return [SearchHit(_content(row), row["rank"], row["snippet"]) for row in rows]

@@ -382,71 +382,69 @@ def _conditions(query: Query) -> Conditions:
 
 @dataclass(frozen=True)
 class SearchStatement:
-    """A search as SQL: the SELECT and its arguments, the ``SET LOCAL`` statements to run before it in a
-    transaction of its own (exact searches only; None otherwise), and the count of matches (``count_sql``
-    takes the arguments up to and including the limit)."""
+    """A search as one SQL statement and its arguments, and the count of its matches (``count_sql`` takes
+    ``count_args``)."""
 
     sql: str
     args: list[Any]
-    settings: str | None
     count_sql: str
     count_args: list[Any]
 
 
-def search_statement(collection: Collection, query: Query) -> SearchStatement:
-    """The SQL that ``search`` runs for ``query``; also what bench/vectors.py runs as its direct-SQL baseline.
+def index_settings(conditions: Conditions, params: SearchParams, top_k: int) -> str:
+    """The CTE ``settings`` that sets an approximate search's pgvector settings for its own statement.
 
-    An approximate search is one statement, one round trip: its settings are ``set_config(…, true)`` — the
-    function form of SET LOCAL — in a CTE that the index scan depends on (a lateral reference), so they are
-    in force before the scan reads them and end with the statement's own transaction. The planner's
-    ``enable_indexscan`` of an exact search must be set before the statement is planned: that one is a
-    ``SET LOCAL`` ahead of it, in a transaction of its own.
+    ``set_config(…, true)`` is the function form of SET LOCAL: the values hold until the end of the statement's
+    own transaction and never reach the next user of the pooled connection. A subquery that scans the index
+    must name ``settings`` laterally (``SETTLED``), so that it runs after them and the scan reads them.
     """
+    ef_search = conditions.parameter(str(max(params.ef_search, top_k)))
+    budget = conditions.parameter(str(params.scan_budget))
+    return f"""settings AS MATERIALIZED (
+        SELECT set_config('hnsw.ef_search', {ef_search}, true) AS ef_search,
+               set_config('hnsw.iterative_scan', 'relaxed_order', true) AS iterative_scan,
+               set_config('hnsw.max_scan_tuples', {budget}, true) AS max_scan_tuples
+    )"""
+
+
+# The condition by which an index scan depends on the ``settings`` CTE (see ``index_settings``).
+SETTLED = "settings.ef_search IS NOT NULL"
+
+
+def search_statement(collection: Collection, query: Query) -> SearchStatement:
+    """The one statement that ``search`` runs for ``query``; also what bench/vectors.py runs as its direct-SQL
+    baseline. Approximate: the index scan under ``index_settings``. Exact: the distances of every matching
+    row, sorted; the subquery fence (OFFSET 0) keeps the planner from answering the ORDER BY from the index."""
     conditions = _conditions(query)
     metric = collection.metric
-    # The filter's values first, then the limit, then the vector and the settings: the count of matches takes
-    # the arguments up to the limit, with the same numbers.
+    # The filter's values first, then the limit: the count of matches takes those; then the rest.
     limit = conditions.parameter(query.top_k)
     count_args = list(conditions.args)
-    vector = f"{conditions.parameter(query.vector)}::vector::{collection.vector_type}"
     where = conditions.sql()
-    count_sql = f"SELECT count(*) FROM (SELECT FROM {table(collection)} e WHERE {where} LIMIT {limit}) m"
-
-    def nearest(extra_condition: str = "") -> str:
-        return f"""
-            SELECT id, vector {metric.operator} {vector} AS d, content_id, metadata
-            FROM {table(collection)} e
-            WHERE {where}{extra_condition}
-            ORDER BY vector {metric.operator} {vector}
-            LIMIT {limit}
+    vector = f"{conditions.parameter(query.vector)}::vector::{collection.vector_type}"
+    distance = f"vector {metric.operator} {vector}"
+    score = f"SELECT id, {metric.score} AS score, content_id, metadata"
+    if query.params.exact:
+        sql = f"""
+            {score} FROM (
+                SELECT id, {distance} AS d, content_id, metadata FROM {table(collection)} e WHERE {where} OFFSET 0
+            ) every_row
+            ORDER BY d, id LIMIT {limit}
         """
-
-    params = query.params
-    if params.exact:
-        return SearchStatement(
-            sql=f"SELECT id, {metric.score} AS score, content_id, metadata FROM ({nearest()}) nearest"
-            " ORDER BY d, id",
-            args=conditions.args,
-            settings=search_settings(params, query.top_k),
-            count_sql=count_sql,
-            count_args=count_args,
-        )
-    ef_search = conditions.parameter(str(max(params.ef_search, query.top_k)))
-    budget = conditions.parameter(str(params.scan_budget))
-    return SearchStatement(
-        sql=f"""
-            WITH settings AS MATERIALIZED (
-                SELECT set_config('hnsw.ef_search', {ef_search}, true) AS ef_search,
-                       set_config('hnsw.iterative_scan', 'relaxed_order', true) AS iterative_scan,
-                       set_config('hnsw.max_scan_tuples', {budget}, true) AS max_scan_tuples
-            )
-            SELECT id, {metric.score} AS score, content_id, metadata
-            FROM settings, LATERAL ({nearest(" AND settings.ef_search IS NOT NULL")}) nearest
+    else:
+        sql = f"""
+            WITH {index_settings(conditions, query.params, query.top_k)}
+            {score} FROM settings, LATERAL (
+                SELECT id, {distance} AS d, content_id, metadata FROM {table(collection)} e
+                WHERE {where} AND {SETTLED}
+                ORDER BY {distance} LIMIT {limit}
+            ) nearest
             ORDER BY d, id
-        """,
+        """
+    return SearchStatement(
+        sql=sql,
         args=conditions.args,
-        settings=None,
-        count_sql=count_sql,
+        count_sql=f"SELECT count(*) FROM (SELECT FROM {table(collection)} e WHERE {where} LIMIT {limit}) m",
         count_args=count_args,
     )
 
@@ -460,13 +458,13 @@ async def search(db: Database, collection: Collection, query: Query) -> SearchRe
     settings are local to the search's own transaction (``search_statement``), so they end with it and never
     reach the next user of the pooled connection.
 
-    When the result is short of ``top_k`` under a filter, a second transaction counts the matches: if more
+    When the result is short of ``top_k`` under a filter, one more statement counts the matches: if more
     exist, the index scan ran out of budget, and the result says so with the rows it visited (from EXPLAIN
     ANALYZE of the same statement). Only such short results pay for that.
     """
     statement = search_statement(collection, query)
     try:
-        rows = await db.fetch_with_settings(statement.settings, statement.sql, *statement.args)
+        rows = await db.fetch(statement.sql, *statement.args, idempotent=True)
         hits = [
             Hit(id=row["id"], score=row["score"], content_id=row["content_id"], metadata=row["metadata"] or {})
             for row in rows
@@ -474,28 +472,15 @@ async def search(db: Database, collection: Collection, query: Query) -> SearchRe
         filtered = query.where or query.excluded or query.excluded_contents
         if len(hits) == query.top_k or query.params.exact or not filtered:
             return SearchResult(hits)
-        async with db.transaction() as conn:
-            matches = await conn.fetchval(statement.count_sql, *statement.count_args)
-            if matches <= len(hits):
-                return SearchResult(hits)
-            plan = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) {statement.sql}", *statement.args
-            )
-            return SearchResult(hits, truncated=True, scanned=_scanned_rows(plan, table(collection)))
+        matches = await db.fetchval(statement.count_sql, *statement.count_args, idempotent=True)
+        if matches <= len(hits):
+            return SearchResult(hits)
+        plan = await db.fetchval(
+            f"EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) {statement.sql}", *statement.args, idempotent=True
+        )
+        return SearchResult(hits, truncated=True, scanned=_scanned_rows(plan, table(collection)))
     except asyncpg.UndefinedTableError:
         raise CollectionGone(collection.name) from None
-
-
-def search_settings(params: SearchParams, top_k: int) -> str:
-    """The SET LOCAL statements of a search's transaction: exact searches keep off the index; approximate ones
-    walk it with an iterative scan within their budget, with a candidate list of at least ``top_k``."""
-    if params.exact:
-        return "SET LOCAL enable_indexscan = off"
-    return (
-        f"SET LOCAL hnsw.ef_search = {max(params.ef_search, top_k):d};"
-        " SET LOCAL hnsw.iterative_scan = relaxed_order;"
-        f" SET LOCAL hnsw.max_scan_tuples = {params.scan_budget:d}"
-    )
 
 
 def _scanned_rows(plan: Any, relation: str) -> int:
