@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import Any
+
 import grpc
+import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 
@@ -22,3 +26,20 @@ def bad_request_fields(error: grpc.aio.AioRpcError) -> set[str]:
             detail.Unpack(bad_request)
             return {violation.field for violation in bad_request.field_violations}
     raise AssertionError("INVALID_ARGUMENT without a google.rpc.BadRequest detail")
+
+
+async def fails(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    """The error a call ends with; the test fails if it succeeds."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return raised.value
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo detail of a failed call."""
+    for detail in status_of(error).details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError(f"{error.code()} without a google.rpc.ErrorInfo detail")

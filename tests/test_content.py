@@ -16,7 +16,7 @@ from dataservice.v1 import user_service_pb2 as users_pb
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
-from tests.grpc_errors import bad_request_fields, status_of
+from tests.grpc_errors import bad_request_fields, fails, status_of
 from tests.harness import new_user
 
 DRAFT = common_pb2.CONTENT_STATUS_DRAFT
@@ -52,12 +52,6 @@ async def get(contents, content_id: str) -> pb.Content:
 async def update(contents, change: pb.Content, *paths: str, etag: str = "") -> pb.Content:
     request = pb.UpdateContentRequest(content=change, update_mask=mask(*paths), etag=etag)
     return (await contents.UpdateContent(request)).content
-
-
-async def fails(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
 
 
 def mask(*paths: str) -> field_mask_pb2.FieldMask:

@@ -23,7 +23,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.db.migrate import Migrator, load_migrations
-from tests.grpc_errors import bad_request_fields
+from tests.grpc_errors import bad_request_fields, fails
 from tests.harness import MIGRATIONS, new_user, settings_for
 
 pytestmark = pytest.mark.pgvector
@@ -57,12 +57,6 @@ def item(vector: list[float], *, item_id: str = "", metadata: dict[str, Any] | N
 async def upsert(embeddings, collection: str, items: list[pb.Embedding]) -> int:
     request = pb.UpsertEmbeddingsRequest(collection=collection, embeddings=items)
     return (await embeddings.UpsertEmbeddings(request)).upserted_count
-
-
-async def fails(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
 
 
 def unit(dimension: int, axis: int) -> list[float]:

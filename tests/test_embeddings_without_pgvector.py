@@ -12,12 +12,11 @@ from dataservice.v1 import content_service_pb2 as content_pb
 from dataservice.v1 import content_service_pb2_grpc
 from dataservice.v1 import embedding_service_pb2 as pb
 from dataservice.v1 import embedding_service_pb2_grpc as pb_grpc
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.app import SERVICE_NAMES, VECTOR_SERVICE_NAMES
 from server.db import migrate
-from tests.grpc_errors import status_of
+from tests.grpc_errors import error_info
 from tests.harness import MIGRATIONS, settings_for
 
 pytestmark = pytest.mark.without_pgvector
@@ -76,11 +75,7 @@ async def test_every_embedding_method_is_failed_precondition_saying_pgvector_is_
                 await call
             assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
             assert "pgvector" in raised.value.details()
-            infos = [d for d in status_of(raised.value).details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
-            assert infos
-            info = error_details_pb2.ErrorInfo()
-            infos[0].Unpack(info)
-            assert info.reason == "PGVECTOR_MISSING"
+            assert error_info(raised.value).reason == "PGVECTOR_MISSING"
 
 
 async def test_hybrid_search_is_failed_precondition_and_full_text_search_still_serves(server_without_pgvector):

@@ -12,10 +12,9 @@ import grpc
 import pytest
 from dataservice.v1 import user_service_pb2 as pb
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
 
 from tests.backends import free_port
-from tests.grpc_errors import bad_request_fields, status_of
+from tests.grpc_errors import bad_request_fields, error_info, fails
 from tests.harness import settings_for, unique_email
 from tests.test_metrics import handled, scrape
 
@@ -23,23 +22,8 @@ PASSWORD = "correct horse battery"
 CLIENT_METADATA_LIMIT = 16 * 1024  # grpc's default grpc.max_metadata_size on the client
 
 
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    for detail in status_of(error).details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"{error.code()} without a google.rpc.ErrorInfo detail")
-
-
 def trailer_bytes(error: grpc.aio.AioRpcError) -> int:
     return sum(len(key) + len(value) for key, value in error.trailing_metadata() or ()) + len(error.details() or "")
-
-
-async def fails(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
 
 
 def _varint(number: int) -> bytes:

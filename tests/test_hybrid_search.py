@@ -12,7 +12,7 @@ from dataservice.v1 import content_service_pb2 as pb
 from dataservice.v1 import embedding_service_pb2 as embedding_pb
 from dataservice.v1 import embedding_service_pb2_grpc
 
-from tests.grpc_errors import bad_request_fields
+from tests.grpc_errors import bad_request_fields, fails
 from tests.harness import new_user
 
 pytestmark = pytest.mark.pgvector
@@ -23,12 +23,6 @@ RRF_K = 60
 @pytest.fixture(scope="module")
 def embeddings(channel: grpc.aio.Channel) -> embedding_service_pb2_grpc.EmbeddingServiceStub:
     return embedding_service_pb2_grpc.EmbeddingServiceStub(channel)
-
-
-async def fails(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
 
 
 async def corpus(contents, embeddings, users):

@@ -24,7 +24,7 @@ from dataservice.v1 import user_service_pb2_grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from server.app import App
-from tests.grpc_errors import bad_request_fields
+from tests.grpc_errors import bad_request_fields, fails
 from tests.harness import new_user, settings_for
 
 COLLECTION = "content"
@@ -71,12 +71,6 @@ async def service(new_database, start_app, redis_url) -> AsyncIterator[Service]:
             embedding_service_pb2_grpc.EmbeddingServiceStub(channel),
             recommendation_service_pb2_grpc.RecommendationServiceStub(channel),
         )
-
-
-async def fails(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
 
 
 async def test_a_user_without_history_gets_published_content_by_popularity(service):

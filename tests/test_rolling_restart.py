@@ -16,11 +16,10 @@ import sys
 import grpc
 from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2_grpc
 
 from tests.backends import free_port
-from tests.grpc_errors import status_of
+from tests.grpc_errors import error_info
 from tests.harness import REPO, new_user, settings_for
 from tests.test_shutdown import wait_serving
 
@@ -45,14 +44,7 @@ SERVICE_CONFIG = {
 
 def refused(error: grpc.aio.AioRpcError) -> bool:
     """Whether the call was refused by a stopping replica before it started (ErrorInfo reason SHUTTING_DOWN)."""
-    if error.code() is not grpc.StatusCode.UNAVAILABLE:
-        return False
-    for detail in status_of(error).details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason == "SHUTTING_DOWN"
-    return False
+    return error.code() is grpc.StatusCode.UNAVAILABLE and error_info(error).reason == "SHUTTING_DOWN"
 
 
 async def test_sigterm_to_one_of_two_replicas_under_load_fails_no_call(database_url, start_app):

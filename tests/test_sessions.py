@@ -33,7 +33,7 @@ from server.config import ConfigError, Settings
 from server.logs import JsonFormatter
 from server.store.sessions import PURGE_LOCK_KEY
 from tests.backends import free_port
-from tests.grpc_errors import bad_request_fields, status_of
+from tests.grpc_errors import bad_request_fields, fails, status_of
 from tests.harness import new_user, settings_for
 
 DAY = timedelta(days=1)
@@ -73,12 +73,6 @@ async def login(sessions, user_id: str, **fields) -> pb.CreateSessionResponse:
 
 async def check(sessions, token: str) -> pb.Session:
     return (await sessions.GetSession(pb.GetSessionRequest(token=token))).session
-
-
-async def fails(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
 
 
 async def refused(call) -> str:

@@ -13,7 +13,7 @@ from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from tests.grpc_errors import bad_request_fields, status_of
+from tests.grpc_errors import bad_request_fields, fails, status_of
 from tests.harness import settings_for, unique_email
 
 PASSWORD = "correct horse battery"
@@ -28,12 +28,6 @@ async def create(users, email: str | None = None, **fields) -> pb.User:
         **fields,
     )
     return (await users.CreateUser(request)).user
-
-
-async def fails(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
 
 
 # --- CreateUser -----------------------------------------------------------------------------------------------
