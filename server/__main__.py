@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             return uvloop.run(_seed(target))
         return uvloop.run(_serve(settings))
     except migrate.MigrationError as exc:
+        native_stderr.finish()  # grpc's own lines first: the error is the last line
         print(f"migration error: {exc}", file=sys.stderr)
         return 1
     except (EmbeddedUnavailable, StartupError) as exc:
+        native_stderr.finish()
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 

@@ -17,12 +17,14 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 from server.logs import configure_logging
 
 # absl's prefix: severity letter, date, time, thread id, source location.
 _NATIVE_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+\s+\d+ ([^\]]+)\] ?(.*)")
 _LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+_finish: Callable[[], None] | None = None  # what ``finish`` runs while the lines are routed
 
 
 def route_to_log(log_level: str) -> None:
@@ -43,13 +45,26 @@ def route_to_log(log_level: str) -> None:
     sys.stderr = open(real_stderr, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
 
     def restore() -> None:
+        global _finish
+        if _finish is None:
+            return  # already done
+        _finish = None
         os.dup2(real_stderr, 2)  # closes the pipe's last write end: the child logs what is left and ends
         try:
             child.wait(timeout=2)
         except subprocess.TimeoutExpired:
             child.kill()
 
+    global _finish
+    _finish = restore
     atexit.register(restore)
+
+
+def finish() -> None:
+    """Writes out every native line so far and sends later ones straight to stderr: called before a last
+    message to the operator, which would otherwise race the child's lines to the terminal."""
+    if _finish is not None:
+        _finish()
 
 
 def _forward(log_level: str) -> None:
