@@ -417,7 +417,8 @@ class App:
         if self._server is not None:
             assert self._policy is not None
             refusing_since = time.monotonic()
-            await self._policy.refuse_new_calls(within_seconds=grace / 2)  # half: see the docstring
+            refused = await self._policy.refuse_new_calls(within_seconds=grace / 2)  # half: see the docstring
+            log.info("stopped accepting calls", extra={"refused_calls": refused})
             await self._server.stop(max(0.0, grace - (time.monotonic() - refusing_since)))
         if self._cache is not None:
             await self._cache.aclose()

@@ -117,13 +117,15 @@ class RpcPolicy:
         self._accepting = True
         self._in_flight = 0
         self._last_arrival = 0.0
+        self._refused = 0
         # While PostgreSQL is away every call fails alike: the outage log writes one line when that starts and a
         # summary a minute, instead of a line per call (the health monitor reports its end).
         self._database_outage = database_outage
 
-    async def refuse_new_calls(self, within_seconds: float) -> None:
+    async def refuse_new_calls(self, within_seconds: float) -> int:
         """From now on answers new calls UNAVAILABLE (callers retry them on another replica); returns once the
-        calls already accepted have finished and no call has arrived for a moment, or after ``within_seconds``.
+        calls already accepted have finished and no call has arrived for a moment, or after ``within_seconds``,
+        with the number of calls refused so far (none when every caller balanced away during the drain).
 
         Under load grpc holds calls it has received but not yet handed to the application; the server's own
         stop cancels those (CANCELLED, which callers do not retry). Waiting for arrivals to cease lets every
@@ -133,8 +135,9 @@ class RpcPolicy:
         give_up = time.perf_counter() + within_seconds
         while time.perf_counter() < give_up:
             if not self._in_flight and time.perf_counter() - self._last_arrival >= _QUIET_SECONDS:
-                return
+                break
             await asyncio.sleep(_QUIET_SECONDS / 4)
+        return self._refused
 
     def register(
         self,
@@ -188,6 +191,7 @@ class RpcPolicy:
             policy._last_arrival = started
             try:
                 if not policy._accepting:
+                    policy._refused += 1
                     raise ShuttingDown()
                 if request.__class__ is MalformedRequest:
                     raise UndecodableRequest(request.message_name)

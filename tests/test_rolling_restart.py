@@ -1,8 +1,10 @@
-"""A rolling restart as callers live it: two replicas behind one client channel (round robin, with grpc's retry
-of UNAVAILABLE), one of them a real process sent SIGTERM in the middle of the load. It drains, refuses new
-calls with UNAVAILABLE (reason SHUTTING_DOWN), finishes every call it accepted and exits 0: no accepted call
-fails. A refused call is the caller's to send elsewhere: grpc's retries mostly do, and a call whose five
-attempts all met the stopping replica is sent to the other one by the caller, as an application would."""
+"""A rolling restart as callers live it: two replicas behind one channel of the shipped client
+(``dataservice.channel.connect``: round robin over the replicas that report SERVING, grpc's retry of
+UNAVAILABLE), one of them a real process sent SIGTERM in the middle of the load. It turns NOT_SERVING, keeps
+serving through its drain while the channel moves away, refuses what still reaches it with UNAVAILABLE (reason
+SHUTTING_DOWN), finishes every call it accepted and exits 0: no accepted call fails. A refused call is the
+caller's to send elsewhere: grpc's retries do, and a call whose five attempts all met the stopping replica is
+sent to the other one by the caller, as an application would."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import signal
 import sys
 
 import grpc
+from dataservice.channel import connect
 from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -25,21 +28,6 @@ from tests.test_shutdown import wait_serving
 
 CLIENTS = 8
 CALLS_AFTER_EXIT = 200
-# What a caller's channel does: spread calls over the replicas, and retry a call refused UNAVAILABLE (a replica
-# that is stopping refuses before doing anything, so even a write is safe to send again).
-SERVICE_CONFIG = {
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [{
-        "name": [{"service": "dataservice.v1.UserService"}],
-        "retryPolicy": {
-            "maxAttempts": 5,
-            "initialBackoff": "0.05s",
-            "maxBackoff": "0.5s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }],
-}
 
 
 def refused(error: grpc.aio.AioRpcError) -> bool:
@@ -55,21 +43,24 @@ async def test_sigterm_to_one_of_two_replicas_under_load_fails_no_call(database_
         "DATABASE_URL": database_url,
         "GRPC_ADDRESS": f"127.0.0.1:{port}",
         "CACHE_BACKEND": "none",
-        "SHUTDOWN_DRAIN_SECONDS": "1",
+        "SHUTDOWN_DRAIN_SECONDS": "2",
         "SHUTDOWN_GRACE_SECONDS": "10",
         "PASSWORD_HASH_TIME_COST": "1",
         "PASSWORD_HASH_MEMORY_KIB": "1024",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",
     }
     env.pop("REDIS_URL", None)
-    stopping = await asyncio.create_subprocess_exec(sys.executable, "-m", "server", cwd=REPO, env=env)
+    stopping = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert stopping.stderr is not None
+    log_lines = asyncio.create_task(stopping.stderr.read())
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
             await wait_serving(health_pb2_grpc.HealthStub(direct))
         target = f"ipv4:127.0.0.1:{port},127.0.0.1:{steady.port}"
-        options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
         async with (
-            grpc.aio.insecure_channel(target, options=options) as channel,
+            connect(target) as channel,
             grpc.aio.insecure_channel(f"127.0.0.1:{steady.port}") as steady_channel,
         ):
             users = user_service_pb2_grpc.UserServiceStub(channel)
@@ -109,6 +100,10 @@ async def test_sigterm_to_one_of_two_replicas_under_load_fails_no_call(database_
             await stopping.wait()
     assert set(outcomes) == {"OK"}, outcomes  # every accepted call answered; nothing CANCELLED or lost
     assert len(sent_elsewhere) < 10, "grpc's retries sent nearly every refused call elsewhere"
+    records = [json.loads(line) for line in (await log_lines).decode().splitlines() if line.startswith("{")]
+    stopped_accepting = [record for record in records if record["message"] == "stopped accepting calls"]
+    # The channel watched the replica's health and had moved away during the drain: nothing reached the refusal.
+    assert [record["refused_calls"] for record in stopped_accepting] == [0], stopped_accepting
     served_by_steady = steady.metrics_registry.get_sample_value(
         "grpc_server_handled_total",
         {"grpc_type": "unary", "grpc_service": "dataservice.v1.UserService", "grpc_method": "GetUser", "grpc_code": "OK"},
