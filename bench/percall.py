@@ -140,7 +140,12 @@ async def _measure(database_url: str | None, calls: int, batch_calls: int, round
     settings = Settings.from_env({"DATABASE_URL": dsn})
     await migrate.Migrator(dsn, migrate.load_migrations(REPO / "migrations")).up()
     pool = await create_pool(dsn, settings)
-    db = Database(pool, settings.db_command_timeout_seconds, QueryMetrics(CollectorRegistry(), slow_seconds=0))
+    db = Database(
+        pool,
+        settings.db_command_timeout_seconds,
+        QueryMetrics(CollectorRegistry(), slow_seconds=0),
+        acquire_timeout_seconds=settings.db_pool_acquire_timeout_seconds,
+    )
     users = Users(db, _uncached())
     email = f"percall-{uuid.uuid4().hex[:8]}@example.com"
     user = (await users.create(email=email, display_name="P", preferences={}, password_hash="x", request=None)).user

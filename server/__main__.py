@@ -10,6 +10,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 import uvloop
@@ -20,6 +22,7 @@ from server.db import migrate
 from server.db.embedded import EmbeddedUnavailable, start_embedded_postgres
 from server import check, native_stderr, seed
 from server.logs import configure_logging
+from server.workers import Supervisor, WorkerLink
 
 log = logging.getLogger("server")
 
@@ -37,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     to.add_argument("version", type=int)
     new = actions.add_parser("new", help="create an empty NNNN_NAME.up.sql/.down.sql pair")
     new.add_argument("name")
+    worker_parser = commands.add_parser(
+        "worker", help="one serving process of WORKERS > 1, started by the supervisor (server/workers.py)"
+    )
+    worker_parser.add_argument("--index", type=int, required=True)
+    worker_parser.add_argument("--link-fd", type=int, required=True)
+    worker_parser.add_argument("--metrics", action="store_true", help="serve metrics on a loopback port")
     commands.add_parser("check", help="diagnose configuration, PostgreSQL, migrations, pgvector and Redis")
     seed_parser = commands.add_parser("seed", help="load data into a running server through its API")
     seed_parser.add_argument("--demo", action="store_true", required=True, help="the demo data set (server/seed.py)")
@@ -51,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     native_stderr.route_to_log(settings.log_level)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, {"worker": args.index} if args.command == "worker" else None)
     try:
         if args.command == "migrate":
             return uvloop.run(_migrate(settings, args))
@@ -60,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "seed":
             target = args.target or f"127.0.0.1:{settings.grpc_address.rsplit(':', 1)[1]}"
             return uvloop.run(_seed(target))
-        return uvloop.run(_serve(settings))
+        if args.command == "worker":
+            worker_settings = replace(settings, metrics_port=0 if args.metrics else None)
+            return uvloop.run(_serve_worker(worker_settings, args.link_fd))
+        if settings.workers > 1:
+            return uvloop.run(Supervisor(settings).run())
+        return uvloop.run(_serve(App(settings), asyncio.Event()))
     except migrate.MigrationError as exc:
         native_stderr.finish()  # grpc's own lines first: the error is the last line
         print(f"migration error: {exc}", file=sys.stderr)
@@ -71,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-async def _serve(settings: Settings) -> int:
-    app = App(settings)
-    stop_requested = asyncio.Event()
+async def _serve(app: App, stop_requested: asyncio.Event, on_serving: Callable[[App], None] | None = None) -> int:
+    """Serves until SIGTERM or SIGINT (or ``stop_requested``); a second signal cuts the drain short."""
 
     def on_signal() -> None:
         if stop_requested.is_set():
@@ -85,10 +98,24 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, on_signal)
     try:
         await app.start()
+        if on_serving is not None:
+            on_serving(app)
         await stop_requested.wait()
     finally:
         await app.stop()
     return 0
+
+
+async def _serve_worker(settings: Settings, link_fd: int) -> int:
+    """One of WORKERS processes: shares the port, reports its metrics port, stops with its supervisor."""
+    link = WorkerLink(link_fd)
+    stop_requested = asyncio.Event()
+    link.on_supervisor_gone(stop_requested.set)
+    try:
+        app = App(settings, reuse_port=True, metrics_host="127.0.0.1")
+        return await _serve(app, stop_requested, lambda app: link.report_serving(app.metrics_port))
+    finally:
+        link.close()
 
 
 async def _seed(target: str) -> int:

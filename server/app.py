@@ -132,9 +132,20 @@ class AppState(enum.Enum):
 class App:
     """One running dataservice: ``await start()``, later ``await stop()``."""
 
-    def __init__(self, settings: Settings, span_exporter: SpanExporter | None = None) -> None:
-        """``span_exporter`` turns tracing on with it (tests); else OTEL_EXPORTER_OTLP_ENDPOINT does."""
+    def __init__(
+        self,
+        settings: Settings,
+        span_exporter: SpanExporter | None = None,
+        *,
+        reuse_port: bool = False,
+        metrics_host: str = "0.0.0.0",
+    ) -> None:
+        """``span_exporter`` turns tracing on with it (tests); else OTEL_EXPORTER_OTLP_ENDPOINT does.
+        ``reuse_port`` shares the gRPC port with the other workers of a replica (server.workers), whose
+        supervisor reads this process's metrics on ``metrics_host``."""
         self.settings = settings
+        self._reuse_port = reuse_port
+        self._metrics_host = metrics_host
         self._span_exporter = span_exporter
         self._tracing: Tracing | None = None
         self.metrics_registry = CollectorRegistry()
@@ -167,6 +178,11 @@ class App:
         self.dsn = ""
 
     @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on, once started (METRICS_PORT, or the one taken for port 0)."""
+        return self._metrics_endpoint.port if self._metrics_endpoint is not None else None
+
+    @property
     def pool(self) -> asyncpg.Pool:
         """The database pool, once started: for tests that look at what a pooled connection carries."""
         assert self._pool is not None, "the App has not started"
@@ -177,7 +193,8 @@ class App:
         return self._state
 
     async def start(self) -> int:
-        """Starts serving and returns the bound port. The database may be down: health says so until it is up."""
+        """Starts serving and returns the bound port. The database may be down: health says so until it is up.
+        A refusal no retry can fix (server.db.connect_errors) raises StartupError, naming the cause."""
         if self._state is not AppState.CREATED:
             raise RuntimeError(f"cannot start an App that is {self._state.value}; build a new one")
         self._state = AppState.RUNNING
@@ -219,6 +236,7 @@ class App:
             self.health,
             SERVICE_NAMES,
             self._pool,
+            dsn=self.dsn,
             migrator=migrate.Migrator(
                 self.dsn,
                 migrations,
@@ -235,6 +253,9 @@ class App:
         )
         if await monitor.check_once():  # SERVING at once when the database is already there
             await warm_up(self._pool, settings.db_pool_min_size, settings.db_connect_timeout_seconds)
+        elif monitor.refusal is not None:  # no retry can help: stop now and say why, rather than wait in vain
+            await self.stop(grace_seconds=0, drain_seconds=0)  # nothing was served: nothing to drain
+            raise StartupError(monitor.refusal)
         self._monitor_task = asyncio.create_task(monitor.run(), name="health-monitor")
         if settings.session_purge_interval_seconds > 0:
             assert self.session_purge is not None
@@ -259,7 +280,9 @@ class App:
             )
         if settings.metrics_port is not None:
             try:
-                self._metrics_endpoint = MetricsEndpoint(self.metrics_registry, settings.metrics_port)
+                self._metrics_endpoint = MetricsEndpoint(
+                    self.metrics_registry, settings.metrics_port, self._metrics_host
+                )
             except OSError as exc:
                 raise StartupError(f"METRICS_PORT: cannot serve metrics on {settings.metrics_port} ({exc})") from None
         if settings.page_token_secret.reveal() == DEVELOPMENT_PAGE_TOKEN_SECRET:
@@ -294,7 +317,12 @@ class App:
         queries = QueryMetrics(self.metrics_registry, settings.db_slow_query_seconds)
         PoolMetrics(self.metrics_registry, self._pool, queries)
         register_build_info(self.metrics_registry)
-        db = Database(self._pool, settings.db_command_timeout_seconds, queries)
+        db = Database(
+            self._pool,
+            settings.db_command_timeout_seconds,
+            queries,
+            acquire_timeout_seconds=settings.db_pool_acquire_timeout_seconds,
+        )
         users = Users(db, self._reads(settings.cache_user_ttl_seconds))
         sessions = Sessions(db, self._reads(settings.cache_session_ttl_seconds))
         contents = Contents(db, self._reads(settings.cache_content_ttl_seconds))
@@ -325,7 +353,8 @@ class App:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 # grpc turns SO_REUSEPORT on by default: a second server on a taken port would then start
                 # "fine" and take half the connections (with its own in-process cache, serving stale reads).
-                ("grpc.so_reuseport", 0),
+                # Only the workers of one replica share their port, on purpose.
+                ("grpc.so_reuseport", 1 if self._reuse_port else 0),
                 *transport_options(settings),
             ],
         )

@@ -20,6 +20,7 @@ import redis.asyncio as redis
 
 from server.config import Settings
 from server.db import migrate, pgvector
+from server.db.connect_errors import configuration_problem
 from server.db.embedded import start_embedded_postgres
 from server.secret import Secret, mask_url
 
@@ -72,12 +73,18 @@ async def _check_postgres(settings: Settings, report: Report) -> None:
         report.add(f"postgresql: {mask_url(dsn)}")
     try:
         conn = await asyncpg.connect(
-            dsn, timeout=settings.db_connect_timeout_seconds, server_settings={"application_name": "dataservice-check"}
+            dsn,
+            timeout=settings.db_connect_timeout_seconds,
+            server_settings={"application_name": "dataservice-check"},
+            statement_cache_size=0,  # unnamed statements only, which pass PgBouncer in transaction mode too
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        # A refusal no retry can fix is said as the server says it (server/db/connect_errors.py).
         report.problem(
-            f"cannot connect to PostgreSQL ({type(exc).__name__}: {exc}); check DATABASE_URL (or DB_HOST, DB_PORT, "
-            "DB_USER, DB_PASSWORD, DB_NAME) and that the server is up and reachable from here"
+            configuration_problem(exc, dsn)
+            or f"cannot connect to PostgreSQL ({type(exc).__name__}: {exc}); check DATABASE_URL (or DB_HOST, DB_PORT, "
+            "DB_USER, DB_PASSWORD, DB_NAME, DB_SSLMODE, DB_SSLROOTCERT) and that the server is up and reachable "
+            "from here"
         )
         return
     try:
@@ -98,7 +105,8 @@ async def _describe_postgres(conn: asyncpg.Connection, settings: Settings, repor
         " WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC, 1"
     ):
         report.add(f"    {app['name']}: {app['n']}")
-    if settings.db_pool_max_size > row["max"] * CONNECTION_HEADROOM:
+    # Behind PgBouncer the pool holds PgBouncer's connections; PgBouncer's own pool sizes bound PostgreSQL's.
+    if not settings.db_pgbouncer and settings.db_pool_max_size > row["max"] * CONNECTION_HEADROOM:
         report.problem(
             f"DB_POOL_MAX_SIZE ({settings.db_pool_max_size}) is over {CONNECTION_HEADROOM:.0%} of max_connections "
             f"({row['max']}) for one replica: lower it, or raise max_connections (or put PgBouncer in front)"

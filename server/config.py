@@ -10,11 +10,12 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from server.cpus import usable_cpu_count
 from server.secret import Secret, mask_url
 
 T = TypeVar("T")
@@ -62,6 +63,11 @@ class Settings:
     added since; 0 keeps them forever."""
     grpc_max_connection_age_grace_seconds: float = 30.0
     """How long calls in flight on a connection closed for its age may still take."""
+    workers: int = 1
+    """Serving processes sharing the gRPC port. Default: the usable CPUs when the cache can be shared between
+    processes (CACHE_BACKEND redis or none), else 1."""
+    db_connection_budget: int = 10
+    """Most PostgreSQL connections of the replica, all workers together (default DB_POOL_MAX_SIZE)."""
     database_url: Secret | None = None
     """PostgreSQL DSN; None means: start the embedded PostgreSQL in embedded_pg_dir."""
     embedded_pg_dir: Path = Path(".data/postgres")
@@ -93,11 +99,28 @@ class Settings:
     """Socket timeout of every Redis call: an unreachable Redis must cost an RPC little."""
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
+    """Most connections of one process's pool: DB_POOL_MAX_SIZE, lowered to DB_CONNECTION_BUDGET // WORKERS."""
     db_connect_timeout_seconds: float = 5.0
     db_command_timeout_seconds: float = 10.0
     """Budget of one RPC's database work when the caller sets no deadline."""
+    db_pool_acquire_timeout_seconds: float = 1.0
+    """Longest a call waits for a pooled connection while every one is busy (its deadline, when sooner, wins);
+    past it the call is answered RESOURCE_EXHAUSTED (DB_POOL_EXHAUSTED) instead of queueing until its deadline."""
     db_statement_cache_size: int = 100
     """asyncpg prepared-statement cache per connection; 0 behind PgBouncer in transaction mode."""
+    db_pool_max_queries: int = 50000
+    """Queries a pooled connection runs before it is replaced, so that no PostgreSQL backend grows for ever."""
+    db_pool_max_idle_seconds: float = 300.0
+    """How long a pooled connection may sit idle before it is closed; 0 keeps idle connections open."""
+    db_tcp_keepalive_seconds: int = 60
+    """Idle seconds after which a pooled TCP connection is probed (TCP keepalive), so that a peer gone silent
+    (a failover, a dropped NAT entry) is found dead instead of hanging the next query; 0 leaves it to the OS."""
+    db_application_name: str = "dataservice"
+    """application_name of the pool's connections: what pg_stat_activity and PostgreSQL's logs call them."""
+    db_pgbouncer: bool = False
+    """The database is reached through PgBouncer in transaction pooling mode: no statement is prepared for
+    longer than its own execution (DB_STATEMENT_CACHE_SIZE is 0), since the next transaction of the same
+    connection may run on another server connection."""
     migrate_on_start: bool = True
     migration_timeout_seconds: float = 600.0
     """How long the server's own ``migrate up`` may run before it is rolled back and retried later."""
@@ -171,7 +194,9 @@ class Settings:
         near = read.get("CACHE_NEAR", _bool, backend is CacheBackend.REDIS)
         if near and backend is not CacheBackend.REDIS:
             raise ConfigError("CACHE_NEAR: the near cache needs CACHE_BACKEND=redis (its invalidations come from Redis)")
+        workers = _workers(read, backend)
         ttl = read.get("CACHE_TTL_SECONDS", _positive(float), cls.cache_ttl_seconds)
+        pgbouncer = read.get("DB_PGBOUNCER", _bool, cls.db_pgbouncer)
         settings = cls(
             grpc_address=read.get("GRPC_ADDRESS", _address, cls.grpc_address),
             **_tls_files(read),
@@ -192,6 +217,7 @@ class Settings:
                 _non_negative(float),
                 cls.grpc_max_connection_age_grace_seconds,
             ),
+            workers=workers,
             database_url=database_url,
             embedded_pg_dir=read.get("EMBEDDED_PG_DIR", Path, cls.embedded_pg_dir),
             redis_url=Secret(redis_url) if redis_url else None,
@@ -227,7 +253,22 @@ class Settings:
             db_command_timeout_seconds=read.get(
                 "DB_COMMAND_TIMEOUT_SECONDS", _positive(float), cls.db_command_timeout_seconds
             ),
-            db_statement_cache_size=read.get("DB_STATEMENT_CACHE_SIZE", _non_negative_int, cls.db_statement_cache_size),
+            db_pool_acquire_timeout_seconds=read.get(
+                "DB_POOL_ACQUIRE_TIMEOUT_SECONDS", _positive(float), cls.db_pool_acquire_timeout_seconds
+            ),
+            db_statement_cache_size=read.get(
+                "DB_STATEMENT_CACHE_SIZE", _non_negative_int, 0 if pgbouncer else cls.db_statement_cache_size
+            ),
+            db_pool_max_queries=read.get("DB_POOL_MAX_QUERIES", _positive(int), cls.db_pool_max_queries),
+            db_pool_max_idle_seconds=read.get(
+                "DB_POOL_MAX_IDLE_SECONDS", _non_negative(float), cls.db_pool_max_idle_seconds
+            ),
+            # Linux refuses a TCP_KEEPIDLE above 32767 s: refused here, not at every connection.
+            db_tcp_keepalive_seconds=read.get(
+                "DB_TCP_KEEPALIVE_SECONDS", _between(0, 32767), cls.db_tcp_keepalive_seconds
+            ),
+            db_application_name=read.get("DB_APPLICATION_NAME", _nonempty, cls.db_application_name),
+            db_pgbouncer=pgbouncer,
             migrate_on_start=read.get("MIGRATE_ON_START", _bool, cls.migrate_on_start),
             migration_timeout_seconds=read.get(
                 "MIGRATION_TIMEOUT_SECONDS", _positive(float), cls.migration_timeout_seconds
@@ -306,7 +347,45 @@ class Settings:
                 f"DB_POOL_MIN_SIZE: {settings.db_pool_min_size} is greater than "
                 f"DB_POOL_MAX_SIZE ({settings.db_pool_max_size})"
             )
-        return settings
+        if settings.db_pgbouncer and settings.db_statement_cache_size:
+            raise ConfigError(
+                f"DB_STATEMENT_CACHE_SIZE: {settings.db_statement_cache_size} with DB_PGBOUNCER=true; PgBouncer in "
+                "transaction mode does not keep a prepared statement for the next transaction: leave it unset or 0"
+            )
+        return _shared_connections(settings, read)
+
+
+def _workers(read: _Reader, backend: CacheBackend) -> int:
+    """WORKERS, checked against what processes cannot share: the in-process cache (a write through one
+    worker would leave the others' copies stale) and an ephemeral port (each worker would get its own)."""
+    shareable = backend is not CacheBackend.MEMORY
+    ephemeral_port = read.get("GRPC_ADDRESS", _address, Settings.grpc_address).endswith(":0")
+    workers = read.get("WORKERS", _positive(int), usable_cpu_count() if shareable and not ephemeral_port else 1)
+    if workers > 1 and not shareable:
+        raise ConfigError(
+            f"WORKERS: {workers} processes cannot share the in-process cache; set REDIS_URL "
+            "(CACHE_BACKEND=redis) or CACHE_BACKEND=none, or WORKERS=1"
+        )
+    if workers > 1 and ephemeral_port:
+        raise ConfigError(f"WORKERS: {workers} processes cannot share port 0 (each would take its own); name a port")
+    return workers
+
+
+def _shared_connections(settings: Settings, read: _Reader) -> Settings:
+    """Sizes each worker's pool so that all of them together stay within DB_CONNECTION_BUDGET."""
+    budget = read.get("DB_CONNECTION_BUDGET", _positive(int), settings.db_pool_max_size)
+    if budget < settings.workers:
+        raise ConfigError(
+            f"DB_CONNECTION_BUDGET: {budget} connections cannot serve WORKERS={settings.workers} processes "
+            "(each needs at least one)"
+        )
+    pool_max = min(settings.db_pool_max_size, budget // settings.workers)
+    return replace(
+        settings,
+        db_connection_budget=budget,
+        db_pool_max_size=pool_max,
+        db_pool_min_size=min(settings.db_pool_min_size, pool_max),
+    )
 
 
 class _Reader:
@@ -373,7 +452,10 @@ def _database_url(read: _Reader) -> Secret | None:
     # Never echoed: a password holding an unescaped / ? # or @ spills into parts of the URL that masking
     # cannot tell from the rest.
     url = read.get("DATABASE_URL", _postgres_url, None, secret=True)
-    parts = {name: read.raw(name) for name in ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")}
+    parts = {
+        name: read.raw(name)
+        for name in ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_SSLMODE", "DB_SSLROOTCERT")
+    }
     if url is not None:
         given = [name for name, value in parts.items() if value is not None]
         if given:
@@ -384,17 +466,25 @@ def _database_url(read: _Reader) -> Secret | None:
             raise ConfigError("DB_HOST: required when any other DB_* variable is set")
         return None
     port = read.get("DB_PORT", _port, 5432)
-    sslmode = read.get("DB_SSLMODE", _choice(SSL_MODES), "prefer")
+    tls = {"sslmode": read.get("DB_SSLMODE", _choice(SSL_MODES), "prefer")}
+    sslrootcert = read.get("DB_SSLROOTCERT", _readable_file, None)
+    if sslrootcert is not None:
+        if tls["sslmode"] not in ("require", "verify-ca", "verify-full"):
+            raise ConfigError(
+                f"DB_SSLROOTCERT: a CA file is used with DB_SSLMODE verify-full, verify-ca or require, "
+                f"not {tls['sslmode']}"
+            )
+        tls["sslrootcert"] = str(sslrootcert)
     user = quote(parts["DB_USER"] or "postgres", safe="")
     password = parts["DB_PASSWORD"]
     auth = f"{user}:{quote(password, safe='')}" if password else user
     host = parts["DB_HOST"]
     name = quote(parts["DB_NAME"] or "postgres", safe="")
     if host.startswith("/"):  # a Unix-socket directory, as in libpq: it goes in the query, not the authority
-        query = urlencode({"host": host, "port": port, "sslmode": sslmode})
+        query = urlencode({"host": host, "port": port, **tls})
         return Secret(f"postgresql://{auth}@/{name}?{query}")
     host = f"[{host}]" if ":" in host else host
-    return Secret(f"postgresql://{auth}@{host}:{port}/{name}?sslmode={sslmode}")
+    return Secret(f"postgresql://{auth}@{host}:{port}/{name}?{urlencode(tls)}")
 
 
 def _secret(value: str) -> Secret:
@@ -419,6 +509,11 @@ def _postgres_url(value: str) -> str:
     for sslmode in query.get("sslmode", []):
         if sslmode not in SSL_MODES:
             raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
+    for sslrootcert in query.get("sslrootcert", []):
+        try:
+            _readable_file(sslrootcert)
+        except ValueError as exc:
+            raise ValueError(f"sslrootcert: {exc}") from None
     for ports in query.get("port", []):
         for port in ports.split(","):
             _port_in_url(port)

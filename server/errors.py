@@ -150,6 +150,27 @@ class ResourceExhausted(DomainError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class PoolExhausted(ResourceExhausted):
+    """Every pooled database connection stayed busy for as long as a call may wait for one
+    (DB_POOL_ACQUIRE_TIMEOUT_SECONDS): this replica has more work than connections.
+
+    RESOURCE_EXHAUSTED, not UNAVAILABLE: PostgreSQL answers, and this replica is out of one of its own
+    resources. UNAVAILABLE would be taken for an outage: it joins the database outage log, and callers retry
+    it at once (the shipped channel does, with backoff from 50 ms), adding load where there is too much.
+    RESOURCE_EXHAUSTED is retried by no client on its own; its RetryInfo asks for a pause as long as the
+    wait that just failed, the time the pool stayed full. Another replica may serve the call at once.
+    """
+
+    reason = "DB_POOL_EXHAUSTED"
+
+    def __init__(self, waited_seconds: float) -> None:
+        super().__init__(
+            f"every database connection of this replica stayed busy for {waited_seconds:g} s; retry later, or on "
+            "another replica",
+            retry_after_seconds=waited_seconds,
+        )
+
+
 class Unavailable(DomainError):
     reason = "BACKEND_UNAVAILABLE"
 
@@ -206,9 +227,12 @@ _CODES: dict[type[BaseException], grpc.StatusCode] = {
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` says a dependency cannot answer (down, unreachable, too slow) rather than that the code is
-    wrong: what background passes log as an outage instead of as a bug."""
-    return code_for(exc) in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    """Whether ``exc`` says a dependency cannot answer (down, unreachable, too slow, too busy) rather than that the
+    code is wrong: what background passes log as an outage instead of as a bug."""
+    return isinstance(exc, PoolExhausted) or code_for(exc) in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode | None:

@@ -6,6 +6,12 @@ The monitor checks in the background; while the database is down it retries with
 full jitter (so replicas do not stampede a recovering database), and flips every status back to SERVING
 when the database returns, without a restart. With ``migrate_on_start`` it also applies pending migrations
 as soon as the database can be reached, which is what lets the server start before its database.
+
+A refusal that no retry can fix (a rejected password, an unknown role or database, TLS the server does not
+offer: server.db.connect_errors) is not an outage to wait out. At start the server stops on it, saying why
+(server.app); later, as when a password is rotated under a running server, the monitor logs it as an ERROR
+naming the cause and the setting to fix, keeps every status NOT_SERVING, and checks again each interval on a
+connection of its own, until PostgreSQL accepts one.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from grpc_health.v1 import health_pb2
 
 from server.api.health import NOT_SERVING, SERVING, HealthServicer
 from server.db import migrate, pgvector
+from server.db.connect_errors import configuration_problem
 from server.outage import OutageLog
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,7 @@ class HealthMonitor:
         service_names: Iterable[str],
         pool: asyncpg.Pool,
         *,
+        dsn: str,
         migrator: migrate.Migrator,
         auto_migrate: bool,
         interval_seconds: float,
@@ -58,6 +66,7 @@ class HealthMonitor:
         self._vectors = vectors
         self._vector_names = frozenset(vector_service_names)
         self._pool = pool
+        self._dsn = dsn
         self._migrator = migrator
         self._latest_version = migrator.latest_version
         self._auto_migrate = auto_migrate
@@ -68,27 +77,40 @@ class HealthMonitor:
         self._schema_verified = False
         self._serving: bool | None = None
         self._vectors_serving: bool | None = None
+        self.refusal: str | None = None
+        """Why PostgreSQL turns this server's connections away, when no retry can change it; None otherwise."""
 
     @property
     def serving(self) -> bool:
         return bool(self._serving)
 
     async def run(self) -> None:
-        """Checks forever; cancel the task to stop."""
+        """Checks forever; cancel the task to stop. A refusal is logged when it begins, changes or ends, not at
+        every check."""
         failures = 0
         while True:
+            refused = self.refusal
             healthy = await self.check_once()
+            if self.refusal != refused:
+                if self.refusal is None:
+                    log.info("PostgreSQL accepts this server's connections again")
+                else:
+                    log.error("%s (checking again every %g s)", self.refusal, self._interval)
             failures = 0 if healthy else failures + 1
             await asyncio.sleep(self._delay(failures))
 
     def _delay(self, failures: int) -> float:
-        if failures == 0:
+        """The interval while healthy, and while refused: only an operator's change ends a refusal, and each
+        retry is one more failed login in PostgreSQL's log. Backoff from 0.1 s otherwise."""
+        if failures == 0 or self.refusal is not None:
             return self._interval
         return retry_delay(failures, first_seconds=_FIRST_RETRY_SECONDS, max_seconds=self._interval)
 
     async def check_once(self) -> bool:
         """One check: returns whether the service can serve, after setting every status accordingly."""
         try:
+            if self.refusal is not None:
+                await self._connect_anew()
             version, read_only = await asyncio.wait_for(self._probe(), self._check_timeout)
             if version < self._latest_version and self._auto_migrate:
                 # A budget of its own: a migration may rightly take longer than a health check.
@@ -104,7 +126,10 @@ class HealthMonitor:
             await self._set(False, f"migrations: {exc}")
             return False
         except Exception as exc:  # any failure to reach or query the database means "cannot serve"
-            await self._set(False, f"database unreachable: {type(exc).__name__}: {exc}")
+            problem = configuration_problem(exc, self._dsn)
+            if problem is not None:
+                self.refusal = problem
+            await self._set(False, problem or f"database unreachable: {type(exc).__name__}: {exc}")
             return False
         # A schema ahead of this build is fine (a newer replica migrated during a rolling deploy); one behind is not.
         if version < self._latest_version:
@@ -118,6 +143,13 @@ class HealthMonitor:
         if healthy:
             self._outage.succeeded()  # RPCs report the failures; the database answering ends the outage
         return healthy
+
+    async def _connect_anew(self) -> None:
+        """Opens a connection of its own, and closes it: while PostgreSQL refuses this server, a pooled connection
+        opened before would answer the probe and hide the refusal. PostgreSQL accepting it ends the refusal."""
+        conn = await asyncpg.connect(self._dsn, timeout=self._check_timeout)
+        await conn.close()
+        self.refusal = None
 
     async def _probe(self) -> tuple[int, bool]:
         """The schema version and whether writes would be refused, on one pooled connection."""

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
+from collections.abc import Mapping
 from typing import Any
 
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and belongs in the line.
@@ -18,12 +19,18 @@ current_call: ContextVar[Any] = ContextVar("current_call", default=None)
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, fields: Mapping[str, Any] | None = None) -> None:
+        """``fields`` go in every line (a worker's index)."""
+        super().__init__()
+        self._fields = dict(fields or {})
+
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **self._fields,
         }
         call = current_call.get()
         if call is not None:
@@ -35,9 +42,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, fields: Mapping[str, Any] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -132,6 +132,8 @@ class QueryMetrics:
         self._slow_seconds = slow_seconds
         self.in_flight = 0
         """Database calls started and not yet answered (read by PoolMetrics)."""
+        self.pool_exhausted = 0
+        """Database calls refused because no pooled connection came free in time (read by PoolMetrics)."""
 
     def observe(self, statement: str, seconds: float) -> None:
         series = self._series.get(statement)
@@ -144,7 +146,8 @@ class QueryMetrics:
 
 class PoolMetrics(Collector):
     """The connection pool's state when scraped: its size, idle and in-use connections, the limit, the share in
-    use, and the calls waiting for a connection (calls in flight beyond the connections in use)."""
+    use, the calls waiting for a connection (calls in flight beyond the connections in use), and the count of
+    calls refused after waiting DB_POOL_ACQUIRE_TIMEOUT_SECONDS for one."""
 
     def __init__(self, registry: CollectorRegistry, pool: asyncpg.Pool, queries: QueryMetrics) -> None:
         self._pool = pool
@@ -167,6 +170,11 @@ class PoolMetrics(Collector):
             ),
         ):
             yield GaugeMetricFamily(name, documentation, value=value)
+        yield CounterMetricFamily(
+            "dataservice_db_pool_exhausted",
+            "Database calls answered RESOURCE_EXHAUSTED because every pooled connection stayed busy.",
+            value=self._queries.pool_exhausted,
+        )
 
 
 def register_build_info(registry: CollectorRegistry) -> None:
@@ -181,10 +189,12 @@ def register_build_info(registry: CollectorRegistry) -> None:
 
 
 class MetricsEndpoint:
-    """``/metrics`` on ``port``, served from a thread by prometheus-client's own HTTP server, until ``close()``."""
+    """``/metrics`` on ``host:port``, served from a thread by prometheus-client's own HTTP server, until
+    ``close()``. Port 0 takes a free one: ``port`` says which."""
 
-    def __init__(self, registry: CollectorRegistry, port: int) -> None:
-        self._server, self._thread = start_http_server(port, registry=registry)
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.port: int = self._server.server_address[1]
 
     def close(self) -> None:
         self._server.shutdown()  # blocks until serve_forever returns: at most one poll interval (0.5 s)

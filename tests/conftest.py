@@ -9,6 +9,9 @@ import os
 # streams open. grpc's fork handlers then run in the child before its exec, and crash it (SIGSEGV) when other
 # threads are inside grpc. No child of a test uses grpc, so the handlers are turned off before grpc starts.
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+# A server process a test starts serves alone unless the test asks for workers (tests/test_workers.py): its
+# logs, exit code and pool are then those of one process, whatever the machine's CPU count.
+os.environ["WORKERS"] = "1"
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from server.config import CacheBackend, ConfigError, Settings
+from server.cpus import usable_cpu_count
 from server.secret import Secret
 from tests.harness import REPO
 
@@ -135,3 +136,44 @@ def test_db_host_given_a_socket_directory_connects_through_that_socket():
 def test_recommendation_weights_are_read_in_any_order():
     settings = Settings.from_env({"RECOMMENDATION_WEIGHTS": " bookmark=2, view=0.5,share=0,like=3"})
     assert dict(settings.recommendation_weights) == {"view": 0.5, "like": 3.0, "share": 0.0, "bookmark": 2.0}
+
+
+def test_workers_default_to_the_usable_cpus_only_when_the_cache_can_be_shared(monkeypatch):
+    monkeypatch.setattr("server.config.usable_cpu_count", lambda: 4)
+    assert Settings.from_env({}).workers == 1  # the in-process cache: one process
+    assert Settings.from_env({"CACHE_BACKEND": "none"}).workers == 4
+    assert Settings.from_env({"REDIS_URL": "redis://cache:6379/0"}).workers == 4
+    assert Settings.from_env({"CACHE_BACKEND": "none", "GRPC_ADDRESS": "127.0.0.1:0"}).workers == 1
+
+
+def test_the_connection_budget_is_split_between_the_workers():
+    one = Settings.from_env({"CACHE_BACKEND": "none", "WORKERS": "1"})
+    assert (one.db_connection_budget, one.db_pool_max_size) == (10, 10)
+    split = Settings.from_env({"CACHE_BACKEND": "none", "WORKERS": "4", "DB_CONNECTION_BUDGET": "22"})
+    assert (split.db_pool_max_size, split.db_pool_min_size) == (5, 2)  # 22 // 4, under DB_POOL_MAX_SIZE 10
+    capped = Settings.from_env({"CACHE_BACKEND": "none", "WORKERS": "2", "DB_CONNECTION_BUDGET": "100"})
+    assert capped.db_pool_max_size == 10
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORKERS": "2"}, "cannot share the in-process cache"),
+        ({"WORKERS": "2", "CACHE_BACKEND": "none", "GRPC_ADDRESS": "127.0.0.1:0"}, "cannot share port 0"),
+        ({"WORKERS": "3", "CACHE_BACKEND": "none", "DB_CONNECTION_BUDGET": "2"}, "each needs at least one"),
+        ({"WORKERS": "0"}, "WORKERS"),
+    ],
+)
+def test_workers_that_cannot_work_are_refused(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("cpu_max", "cpus"), [("max 100000\n", 64), ("200000 100000\n", 2), ("50000 100000\n", 1),
+                                               ("250000 100000\n", 3), (None, 64)])
+def test_usable_cpus_follow_the_cgroup_quota(tmp_path, monkeypatch, cpu_max, cpus):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    assert usable_cpu_count(path) == cpus

@@ -1,8 +1,12 @@
 """The stores' door to PostgreSQL: pooled queries whose waits and runs are bounded by the caller's deadline.
 
+A call that finds every pooled connection busy waits for one at most DB_POOL_ACQUIRE_TIMEOUT_SECONDS (or until
+its deadline, when that is sooner), then fails RESOURCE_EXHAUSTED (DB_POOL_EXHAUSTED): an overloaded replica
+says so while the caller still has time to go elsewhere, instead of holding it until its deadline.
+
 A statement whose connection was lost (PostgreSQL stopped, crashed or ended the session) fails UNAVAILABLE,
 never INTERNAL; the connection is discarded, and a statement the store marks as an idempotent read runs once
-more on a fresh connection while the caller's budget lasts.
+more on a fresh connection, when one is free at once, while the caller's budget lasts.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from server import deadline
-from server.errors import ConnectionLost
+from server.errors import ConnectionLost, PoolExhausted
 from server.metrics import QueryMetrics
 
 # Failures of a statement that end its connection's session: PostgreSQL ended it (class 08, or 57P01 shutdown,
@@ -47,20 +51,35 @@ class Database:
     ``asyncpg.Pool.fetchrow`` waits for a free connection without a timeout; here the wait for a connection
     and the statement itself share one budget, so an exhausted pool or a stuck query never hangs a call.
     One ``asyncio.timeout`` costs less than asyncpg's own per-step timeouts (acquire, query and release each
-    arm a timer), and when it fires asyncpg cancels the running query on the server. The three methods are
-    written out rather than shared through a context-manager helper: on this path a generator-based
-    context manager costs a measurable share of a point read. What happens after a lost connection is
-    shared (``_after_loss``): only failures pay for it.
+    arm a timer), and when it fires asyncpg cancels the running query on the server. When no connection is
+    free, the same timer is moved up to the end of the longest wait for one (``_bound_wait``), and back to
+    the budget's end once a connection is had; a free connection, the usual case, costs one look at the
+    pool's queue. The three methods are written out rather than shared through a context-manager helper: on
+    this path a generator-based context manager costs a measurable share of a point read. What happens after
+    a lost connection or a wait too long is shared (``_after_loss``, ``_timeout_error``): only failures pay.
 
     ``idempotent=True`` says that running the statement twice does no harm (a SELECT): after a lost
     connection it runs once more, inside the same budget. Writes are never run again, because the lost one
     may have committed; they fail UNAVAILABLE and the caller decides (etags and request ids make its retry safe).
     """
 
-    def __init__(self, pool: asyncpg.Pool, default_timeout_seconds: float, metrics: QueryMetrics) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        default_timeout_seconds: float,
+        metrics: QueryMetrics,
+        *,
+        acquire_timeout_seconds: float,
+    ) -> None:
+        """``acquire_timeout_seconds`` bounds the wait for a connection while every one is busy."""
         self._pool = pool
         self._default_timeout = default_timeout_seconds
+        self._acquire_timeout = acquire_timeout_seconds
         self._metrics = metrics
+        # The pool's queue of free slots: idle connections, and room to open one. Empty means a call would
+        # wait. asyncpg has no public test for that which costs less than a walk over every slot
+        # (get_idle_size), so the queue itself is read; it is made when the pool is, and never replaced.
+        self._free = pool._queue
 
     def budget(self) -> float:
         return deadline.budget(self._default_timeout)
@@ -73,9 +92,15 @@ class Database:
         metrics.in_flight += 1
         try:
             budget = asyncio.timeout(self.budget())
+            full_budget = None
             try:
                 async with budget:
+                    if self._free.empty():
+                        full_budget = self._bound_wait(budget)
                     async with self._pool.acquire() as conn:
+                        if full_budget is not None:
+                            budget.reschedule(full_budget)
+                            full_budget = None
                         try:
                             return await conn.fetchrow(query, *args)
                         except Exception as exc:
@@ -84,7 +109,7 @@ class Database:
                             lost = exc
                     return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetchrow(query, *args))
             except TimeoutError:
-                raise _timeout_error(budget) from None
+                raise self._timeout_error(budget, full_budget) from None
         finally:
             metrics.in_flight -= 1
             metrics.observe(statement, time.perf_counter() - started)
@@ -97,9 +122,15 @@ class Database:
         metrics.in_flight += 1
         try:
             budget = asyncio.timeout(self.budget())
+            full_budget = None
             try:
                 async with budget:
+                    if self._free.empty():
+                        full_budget = self._bound_wait(budget)
                     async with self._pool.acquire() as conn:
+                        if full_budget is not None:
+                            budget.reschedule(full_budget)
+                            full_budget = None
                         try:
                             return await conn.fetch(query, *args)
                         except Exception as exc:
@@ -108,7 +139,7 @@ class Database:
                             lost = exc
                     return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetch(query, *args))
             except TimeoutError:
-                raise _timeout_error(budget) from None
+                raise self._timeout_error(budget, full_budget) from None
         finally:
             metrics.in_flight -= 1
             metrics.observe(statement, time.perf_counter() - started)
@@ -121,9 +152,15 @@ class Database:
         metrics.in_flight += 1
         try:
             budget = asyncio.timeout(self.budget())
+            full_budget = None
             try:
                 async with budget:
+                    if self._free.empty():
+                        full_budget = self._bound_wait(budget)
                     async with self._pool.acquire() as conn:
+                        if full_budget is not None:
+                            budget.reschedule(full_budget)
+                            full_budget = None
                         try:
                             return await conn.fetchval(query, *args)
                         except Exception as exc:
@@ -132,7 +169,7 @@ class Database:
                             lost = exc
                     return await self._after_loss(lost, budget, idempotent, lambda conn: conn.fetchval(query, *args))
             except TimeoutError:
-                raise _timeout_error(budget) from None
+                raise self._timeout_error(budget, full_budget) from None
         finally:
             metrics.in_flight -= 1
             metrics.observe(statement, time.perf_counter() - started)
@@ -153,9 +190,15 @@ class Database:
         metrics = self._metrics
         metrics.in_flight += 1
         budget = asyncio.timeout(self.budget())
+        full_budget = None
         try:
             async with budget:
+                if self._free.empty():
+                    full_budget = self._bound_wait(budget)
                 async with self._pool.acquire() as conn:
+                    if full_budget is not None:
+                        budget.reschedule(full_budget)
+                        full_budget = None
                     try:
                         async with conn.transaction():
                             yield conn
@@ -167,10 +210,33 @@ class Database:
                 await self._pool.expire_connections()
                 raise ConnectionLost() from lost
         except TimeoutError:
-            raise _timeout_error(budget) from None
+            raise self._timeout_error(budget, full_budget) from None
         finally:
             metrics.in_flight -= 1
             metrics.observe(statement, time.perf_counter() - started)
+
+    def _bound_wait(self, budget: asyncio.Timeout) -> float | None:
+        """Called when no connection is free: moves ``budget``'s timer up to the end of the longest wait for one,
+        when that comes before the budget's own end, and returns that end, to be put back once a connection is
+        had. None when the budget ends first: its end is then the caller's deadline, and DEADLINE_EXCEEDED
+        the truth."""
+        budget_ends = budget.when()
+        wait_ends = asyncio.get_running_loop().time() + self._acquire_timeout
+        if budget_ends is None or budget_ends <= wait_ends:
+            return None
+        budget.reschedule(wait_ends)
+        return budget_ends
+
+    def _timeout_error(self, budget: asyncio.Timeout, full_budget: float | None) -> Exception:
+        """Why ``budget`` ran out: no connection came free in time (``full_budget`` is set only while the wait for
+        one is bounded, RESOURCE_EXHAUSTED), the caller's budget ran out (DEADLINE_EXCEEDED), or asyncpg timed
+        out connecting (UNAVAILABLE)."""
+        if not budget.expired():
+            return TimeoutError("timed out connecting to PostgreSQL")
+        if full_budget is not None:
+            self._metrics.pool_exhausted += 1
+            return PoolExhausted(self._acquire_timeout)
+        return deadline.DeadlineExpired()
 
     async def _after_loss(
         self,
@@ -183,10 +249,12 @@ class Database:
 
         A lost connection rarely dies alone (a restart or crash ends every session), and asyncpg hands out an
         idle connection whose socket is still open even when its session is over. So every connection opened
-        before the loss is replaced when it is next taken, and the read runs again on a new one.
+        before the loss is replaced when it is next taken, and the read runs again on a new one, provided one
+        is free at once: behind calls waiting for a busy pool the retry would only wait, so it answers
+        UNAVAILABLE at once instead.
         """
         await self._pool.expire_connections()
-        if idempotent and budget.when() > asyncio.get_running_loop().time():
+        if idempotent and not self._free.empty() and budget.when() > asyncio.get_running_loop().time():
             async with self._pool.acquire() as conn:
                 try:
                     return await run(conn)
@@ -218,8 +286,3 @@ def _discarded(exc: Exception, conn: PoolConnectionProxy) -> bool:
     except asyncpg.exceptions.InterfaceError:
         pass  # asyncpg saw the socket close: the connection is closed and already back in the pool
     return True
-
-
-def _timeout_error(budget: asyncio.Timeout) -> Exception:
-    """The caller's budget ran out (DEADLINE_EXCEEDED), or asyncpg timed out connecting (UNAVAILABLE)."""
-    return deadline.DeadlineExpired() if budget.expired() else TimeoutError("timed out connecting to PostgreSQL")

@@ -1,10 +1,11 @@
 """The migration runner: plain SQL files applied in order, each in its own transaction, recorded with checksums.
 
 Files are ``migrations/NNNN_name.up.sql`` with a matching ``.down.sql``. ``schema_migrations`` keeps every
-applied version with its name, the SHA-256 of its up file and when it was applied. A session-level advisory
-lock, taken on a dedicated connection (never a pooled one: pooled connections keep no session state), makes
-replicas that start together apply each migration exactly once. An applied migration whose file has since
-changed is refused: the database no longer matches what the file says.
+applied version with its name, the SHA-256 of its up file and when it was applied. Each migration's transaction
+first takes a transaction-level advisory lock and then reads what is applied, so replicas that start together
+apply each migration exactly once; holding no session state, the runner works through PgBouncer in
+transaction pooling mode too. An applied migration whose file has since changed is refused: the database no
+longer matches what the file says.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -151,30 +153,20 @@ class Migrator:
 
     async def down(self) -> list[Migration]:
         """Reverts the latest applied migration, if any."""
-        async with self._locked() as conn:
-            applied = await self._verified(conn)
-            if not applied:
-                return []
-            target = self._by_version[applied[-1].version]
-            await self._revert(conn, target)
-            return [target]
+        async with self._connection() as conn:
+            migration = await self._step(conn, lambda applied: self._by_version[max(applied)] if applied else None)
+        return [] if migration is None else [migration]
 
     async def to(self, version: int) -> list[Migration]:
-        """Applies or reverts migrations until ``version`` is the latest applied one (0 reverts all)."""
+        """Applies or reverts migrations until ``version`` is the latest applied one (0 reverts all); returns
+        those this call moved (another runner may move some of the others meanwhile)."""
         if version != 0 and version not in self._by_version:
             raise MigrationError(f"no migration with version {version}")
-        async with self._locked() as conn:
-            applied = {migration.version for migration in await self._verified(conn)}
-            changed: list[Migration] = []
-            for migration in self._migrations:
-                if migration.version <= version and migration.version not in applied:
-                    await self._apply(conn, migration)
-                    changed.append(migration)
-            for migration in reversed(self._migrations):
-                if migration.version > version and migration.version in applied:
-                    await self._revert(conn, migration)
-                    changed.append(migration)
-            return changed
+        changed: list[Migration] = []
+        async with self._connection() as conn:
+            while (migration := await self._step(conn, lambda applied: self._towards(version, applied))) is not None:
+                changed.append(migration)
+        return changed
 
     async def status(self) -> list[MigrationStatus]:
         """Every migration known on disk or in the database, with its state."""
@@ -201,10 +193,55 @@ class Migrator:
         return lines
 
     async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self._dsn, timeout=self._connect_timeout, command_timeout=self._statement_timeout)
+        # A few statements each run once: a statement cache would save nothing, and unnamed statements are the
+        # ones PgBouncer in transaction pooling mode passes on.
+        return await asyncpg.connect(
+            self._dsn, timeout=self._connect_timeout, command_timeout=self._statement_timeout, statement_cache_size=0
+        )
 
-    def _locked(self) -> _LockedConnection:
-        return _LockedConnection(self)
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A dedicated connection, dropped at once when the block fails: it may be dead or mid-statement."""
+        conn = await self._connect()
+        try:
+            yield conn
+        except BaseException:
+            conn.terminate()
+            raise
+        await conn.close()
+
+    async def _step(
+        self, conn: asyncpg.Connection, choose: Callable[[set[int]], Migration | None]
+    ) -> Migration | None:
+        """Applies or reverts the one migration ``choose`` picks from the versions applied, in a transaction that
+        first takes the migration lock; returns it, or None when ``choose`` picks none.
+
+        The lock is transaction-level, and what is applied is read once it is held, so runners that start
+        together move each migration once, and no session state outlives the transaction: the runner works
+        through PgBouncer in transaction pooling mode as well as directly.
+        """
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)  # waits for another runner
+            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")  # not before: it would cut that wait
+            await conn.execute(_CREATE_TABLE)
+            applied = {record.version for record in await self._verified(conn)}
+            migration = choose(applied)
+            if migration is None:
+                return None
+            if migration.version in applied:
+                await self._revert(conn, migration)
+            else:
+                await self._apply(conn, migration)
+        return migration
+
+    def _towards(self, version: int, applied: set[int]) -> Migration | None:
+        """The next migration to move on the way to ``version``: the first pending one up to it, else the last
+        applied one beyond it."""
+        pending = [m for m in self._migrations if m.version <= version and m.version not in applied]
+        if pending:
+            return pending[0]
+        beyond = [m for m in self._migrations if m.version > version and m.version in applied]
+        return beyond[-1] if beyond else None
 
     async def _applied(self, conn: asyncpg.Connection) -> list[AppliedMigration]:
         rows = await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version")
@@ -232,56 +269,23 @@ class Migrator:
     async def _apply(self, conn: asyncpg.Connection, migration: Migration) -> None:
         log.info("applying migration", extra={"migration": migration.label})
         try:
-            async with conn.transaction():
-                await conn.execute(migration.up_sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
+            await conn.execute(migration.up_sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"{migration.label}.up.sql failed: {_describe(exc, migration.up_sql)}") from exc
 
     async def _revert(self, conn: asyncpg.Connection, migration: Migration) -> None:
         log.info("reverting migration", extra={"migration": migration.label})
         try:
-            async with conn.transaction():
-                await conn.execute(migration.down_sql)
-                await conn.execute("DELETE FROM schema_migrations WHERE version = $1", migration.version)
+            await conn.execute(migration.down_sql)
+            await conn.execute("DELETE FROM schema_migrations WHERE version = $1", migration.version)
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"{migration.label}.down.sql failed: {_describe(exc, migration.down_sql)}") from exc
-
-
-class _LockedConnection:
-    """A dedicated connection holding the migration lock; the lock dies with the connection if we crash."""
-
-    def __init__(self, migrator: Migrator) -> None:
-        self._migrator = migrator
-        self._conn: asyncpg.Connection | None = None
-
-    async def __aenter__(self) -> asyncpg.Connection:
-        conn = await self._migrator._connect()
-        try:
-            await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)  # waits for another runner
-            await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")  # session-level: a dedicated connection
-            await conn.execute(_CREATE_TABLE)
-        except BaseException:
-            conn.terminate()
-            raise
-        self._conn = conn
-        return conn
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        assert self._conn is not None
-        if exc_type is not None:
-            # The connection may be dead or mid-statement: drop it; the server then releases the lock.
-            self._conn.terminate()
-            return
-        try:
-            await self._conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
-        finally:
-            await self._conn.close()
 
 
 def _describe(exc: asyncpg.PostgresError, sql: str) -> str:
