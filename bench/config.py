@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.h2load import Concurrency
 from bench.modes import MODES, NEAR, CacheMode, parse_modes
 
-DEFAULT_CONCURRENCY = "4x1,4x25"
+DEFAULT_CONCURRENCY = "4x1,4x25,16x4"
 DEFAULT_CACHE_MODES = ",".join(mode.name for mode in MODES)
 
 

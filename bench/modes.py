@@ -1,8 +1,10 @@
-"""The cache modes a cached path is measured in: one service process each, differing only in its cache settings.
+"""The modes a cached path is measured in: one service process each, differing only in its cache settings or,
+for ``2-workers``, in serving from two worker processes (WORKERS=2, uncached) instead of one.
 
 Every mode reads the same database; the Redis modes share one private ``redis-server`` the runner starts. A
 path measured in a mode is a row of its own, ``GetUser[redis]``, on that mode's process; the uncached row keeps
-the path's plain name (``GetUser``), as before the modes existed, and is what the cached rows are compared with.
+the path's plain name (``GetUser``), as before the modes existed, and is what the other rows are compared with:
+``GetUser[2-workers]``'s ``vs_uncached`` is two workers against one.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ MODES: tuple[CacheMode, ...] = (
     CacheMode("redis-cold", {**_REDIS_SHARED, "CACHE_TTL_SECONDS": "0.001"}, uses_redis=True),
     CacheMode("redis", _REDIS_SHARED, uses_redis=True),
     CacheMode(NEAR, {"CACHE_BACKEND": "redis", "CACHE_NEAR": "true"}, uses_redis=True),
+    CacheMode("2-workers", {"CACHE_BACKEND": "none", "WORKERS": "2"}, uses_redis=False),
 )
 BY_NAME = {mode.name: mode for mode in MODES}
 UNCACHED_MODE = BY_NAME[UNCACHED]

@@ -238,6 +238,7 @@ def service_env(
         METRICS_PORT=str(metrics_port),
         LOG_LEVEL="WARNING",
         SHUTDOWN_DRAIN_SECONDS="0",
+        WORKERS="1",  # one process unless the mode says otherwise (2-workers)
     )
     if database_url:
         env["DATABASE_URL"] = database_url
