@@ -25,6 +25,10 @@ T = TypeVar("T")
 DEVELOPMENT_PAGE_TOKEN_SECRET = "dataservice development page token secret"
 _MIN_SECRET_LENGTH = 16
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# The sslmodes under which a connection is never made without TLS.
+TLS_REQUIRED = ("require", "verify-ca", "verify-full")
+# The fewest connections a worker's pool gets when WORKERS is left to its default.
+_MIN_WORKER_CONNECTIONS = 2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -64,8 +68,8 @@ class Settings:
     grpc_max_connection_age_grace_seconds: float = 30.0
     """How long calls in flight on a connection closed for its age may still take."""
     workers: int = 1
-    """Serving processes sharing the gRPC port. Default: the usable CPUs when the cache can be shared between
-    processes (CACHE_BACKEND redis or none), else 1."""
+    """Serving processes sharing the gRPC port. Default: the usable CPUs, at most half the connection budget,
+    when the cache can be shared between processes (CACHE_BACKEND redis or none), else 1."""
     db_connection_budget: int = 10
     """Most PostgreSQL connections of the replica, all workers together (default DB_POOL_MAX_SIZE)."""
     database_url: Secret | None = None
@@ -194,7 +198,12 @@ class Settings:
         near = read.get("CACHE_NEAR", _bool, backend is CacheBackend.REDIS)
         if near and backend is not CacheBackend.REDIS:
             raise ConfigError("CACHE_NEAR: the near cache needs CACHE_BACKEND=redis (its invalidations come from Redis)")
-        workers = _workers(read, backend)
+        budget = read.get(
+            "DB_CONNECTION_BUDGET",
+            _positive(int),
+            read.get("DB_POOL_MAX_SIZE", _positive(int), cls.db_pool_max_size),
+        )
+        workers = _workers(read, backend, budget)
         ttl = read.get("CACHE_TTL_SECONDS", _positive(float), cls.cache_ttl_seconds)
         pgbouncer = read.get("DB_PGBOUNCER", _bool, cls.db_pgbouncer)
         settings = cls(
@@ -352,15 +361,22 @@ class Settings:
                 f"DB_STATEMENT_CACHE_SIZE: {settings.db_statement_cache_size} with DB_PGBOUNCER=true; PgBouncer in "
                 "transaction mode does not keep a prepared statement for the next transaction: leave it unset or 0"
             )
-        return _shared_connections(settings, read)
+        return _shared_connections(settings, budget)
 
 
-def _workers(read: _Reader, backend: CacheBackend) -> int:
+def _workers(read: _Reader, backend: CacheBackend, budget: int) -> int:
     """WORKERS, checked against what processes cannot share: the in-process cache (a write through one
-    worker would leave the others' copies stale) and an ephemeral port (each worker would get its own)."""
+    worker would leave the others' copies stale) and an ephemeral port (each worker would get its own).
+
+    Unset, it is the usable CPUs, but no more than leaves each worker _MIN_WORKER_CONNECTIONS of the budget:
+    on a machine of 32 CPUs and the default budget of 10, 32 workers of one connection each would answer
+    DB_POOL_EXHAUSTED at the first burst; 5 workers of two do not."""
     shareable = backend is not CacheBackend.MEMORY
     ephemeral_port = read.get("GRPC_ADDRESS", _address, Settings.grpc_address).endswith(":0")
-    workers = read.get("WORKERS", _positive(int), usable_cpu_count() if shareable and not ephemeral_port else 1)
+    default = 1
+    if shareable and not ephemeral_port:
+        default = min(usable_cpu_count(), max(1, budget // _MIN_WORKER_CONNECTIONS))
+    workers = read.get("WORKERS", _positive(int), default)
     if workers > 1 and not shareable:
         raise ConfigError(
             f"WORKERS: {workers} processes cannot share the in-process cache; set REDIS_URL "
@@ -371,9 +387,8 @@ def _workers(read: _Reader, backend: CacheBackend) -> int:
     return workers
 
 
-def _shared_connections(settings: Settings, read: _Reader) -> Settings:
+def _shared_connections(settings: Settings, budget: int) -> Settings:
     """Sizes each worker's pool so that all of them together stay within DB_CONNECTION_BUDGET."""
-    budget = read.get("DB_CONNECTION_BUDGET", _positive(int), settings.db_pool_max_size)
     if budget < settings.workers:
         raise ConfigError(
             f"DB_CONNECTION_BUDGET: {budget} connections cannot serve WORKERS={settings.workers} processes "
@@ -469,7 +484,7 @@ def _database_url(read: _Reader) -> Secret | None:
     tls = {"sslmode": read.get("DB_SSLMODE", _choice(SSL_MODES), "prefer")}
     sslrootcert = read.get("DB_SSLROOTCERT", _readable_file, None)
     if sslrootcert is not None:
-        if tls["sslmode"] not in ("require", "verify-ca", "verify-full"):
+        if tls["sslmode"] not in TLS_REQUIRED:
             raise ConfigError(
                 f"DB_SSLROOTCERT: a CA file is used with DB_SSLMODE verify-full, verify-ca or require, "
                 f"not {tls['sslmode']}"

@@ -16,7 +16,8 @@ _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 def usable_cpu_count(cpu_max: Path = _CGROUP_CPU_MAX) -> int:
     """The CPUs of this process's affinity, lowered to its cgroup v2 quota (rounded up) when one is set."""
-    count = len(os.sched_getaffinity(0))
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
+    count = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
     try:
         quota, period = cpu_max.read_text().split()
     except (OSError, ValueError):

@@ -7,10 +7,12 @@ bound to the same port with SO_REUSEPORT, so that the kernel spreads incoming co
 supervisor serves no calls. It:
 
 - starts the embedded PostgreSQL once, when no database is configured, and hands its DSN to the workers;
+- refuses to start when something already listens on the port (the workers' SO_REUSEPORT would share it);
 - forwards SIGTERM/SIGINT to every worker (each drains and stops as a lone server does; a second signal
-  cuts the drains short) and exits 0 once all have exited 0;
-- restarts a worker that dies, with backoff (a worker that fails its start with a configuration error
-  would only fail again: the supervisor then stops the others and exits 2);
+  cuts the drains short), kills a worker still running long after its stop should have ended, and exits 0
+  once all stopped cleanly;
+- restarts a worker that dies, each on its own schedule, with backoff (a worker that fails its start with
+  a configuration error would only fail again: the supervisor then stops the others and exits 2);
 - serves METRICS_PORT itself: a scrape collects every worker's metrics (each serves them on a loopback
   port of its own) with a ``worker`` label added, plus ``dataservice_worker_restarts_total``.
 
@@ -22,6 +24,7 @@ stops, so that no worker outlives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -38,6 +41,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from server.app import StartupError
 from server.config import Settings
 from server.db.embedded import start_embedded_postgres
 from server.metrics import MetricsEndpoint
@@ -75,8 +79,7 @@ class Supervisor:
         self.settings = settings
         self._workers: dict[int, _Worker] = {}
         self._stopping = asyncio.Event()
-        self._signals = 0
-        self._failures: dict[int, int] = {}
+        self._misconfigured = False
         self.metrics_registry = CollectorRegistry()
         self._restarts = Counter(
             "dataservice_worker_restarts",
@@ -89,7 +92,9 @@ class Supervisor:
         self.metrics_registry.register(_WorkerMetrics(lambda: list(self._workers.values())))
 
     async def run(self) -> int:
-        """Serves until SIGTERM or SIGINT; returns the process's exit status."""
+        """Serves until SIGTERM or SIGINT; returns the process's exit status. Raises StartupError when the
+        port is taken or METRICS_PORT cannot be served."""
+        _check_port_free(self.settings.grpc_address)
         env = dict(os.environ)
         env.update(
             WORKERS="1",
@@ -101,31 +106,94 @@ class Supervisor:
         env.pop("METRICS_PORT", None)  # the supervisor serves it
         if self.settings.database_url is None:
             env["DATABASE_URL"] = await asyncio.to_thread(start_embedded_postgres, self.settings.embedded_pg_dir)
+        endpoint = None
+        if self.settings.metrics_port is not None:
+            try:
+                endpoint = MetricsEndpoint(self.metrics_registry, self.settings.metrics_port)
+            except OSError as exc:
+                raise StartupError(f"METRICS_PORT: cannot serve metrics on {self.settings.metrics_port} ({exc})")
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal)
-        endpoint = None
-        if self.settings.metrics_port is not None:
-            endpoint = MetricsEndpoint(self.metrics_registry, self.settings.metrics_port)
         log.info("supervising", extra={"workers": self.settings.workers, "address": self.settings.grpc_address})
+        keepers = [
+            asyncio.create_task(self._keep(index, env), name=f"worker-{index}")
+            for index in range(self.settings.workers)
+        ]
         try:
-            for index in range(self.settings.workers):
-                if not self._stopping.is_set():
-                    await self._start(index, env)
-            return await self._supervise(env)
+            await self._stopping.wait()
+            codes = await self._stopped(keepers)
         finally:
-            await self._stop_all()
+            for keeper in keepers:
+                keeper.cancel()
             if endpoint is not None:
                 await asyncio.to_thread(endpoint.close)
+        if self._misconfigured:
+            return CONFIGURATION_ERROR
+        # Killed by the SIGTERM it was sent: a worker stopped before it had installed its handlers.
+        failed = [code for code in codes if code not in (0, -signal.SIGTERM)]
+        if failed:
+            log.error("workers did not stop cleanly", extra={"exit_statuses": codes})
+        log.info("stopped")
+        return 1 if failed else 0
 
     def _on_signal(self) -> None:
-        self._signals += 1
         self._stopping.set()
-        for worker in self._workers.values():  # the second signal too: the workers cut their drains short
-            if worker.process.returncode is None:
-                worker.process.send_signal(signal.SIGTERM)
+        self._signal_all()  # the second signal too: the workers cut their drains short
 
-    async def _start(self, index: int, env: dict[str, str]) -> None:
+    def _signal_all(self, signum: int = signal.SIGTERM) -> None:
+        for worker in self._workers.values():
+            if worker.process.returncode is None:
+                worker.process.send_signal(signum)
+
+    async def _stopped(self, keepers: list[asyncio.Task[int | None]]) -> list[int]:
+        """Waits for every worker to stop: as long as its own stop may take (the drain, the grace for calls,
+        the grace again for closing the pool) and a margin; then kills what is left, a worker that hangs."""
+        bound = self.settings.shutdown_drain_seconds + 2 * self.settings.shutdown_grace_seconds + 10.0
+        _, hanging = await asyncio.wait(keepers, timeout=bound)
+        if hanging:
+            log.error("workers did not stop in time: killing them", extra={"waited_seconds": bound})
+            self._signal_all(signal.SIGKILL)
+        codes = await asyncio.gather(*keepers)
+        return [code for code in codes if code is not None]
+
+    async def _keep(self, index: int, env: dict[str, str]) -> int | None:
+        """Keeps worker ``index`` running until the supervisor stops; returns its last exit status (None if
+        it never started). A worker that served a minute is started again at once; one that keeps dying
+        young, after doubling delays. One that fails its start for its configuration would only fail again:
+        everything stops."""
+        failures = 0
+        code = None
+        while not self._stopping.is_set():
+            worker = await self._start(index, env)
+            code = await worker.exited
+            worker.link.close()
+            if self._stopping.is_set():
+                break
+            if code == CONFIGURATION_ERROR and not worker.ready:
+                log.error("worker could not start for its configuration: stopping", extra={"worker": index})
+                self._misconfigured = True
+                self._stopping.set()
+                self._signal_all()
+                break
+            served = time.monotonic() - worker.started
+            failures = 0 if served >= _STABLE_SECONDS else failures + 1
+            delay = (
+                min(_LONGEST_RESTART_DELAY_SECONDS, _FIRST_RESTART_DELAY_SECONDS * 2 ** (failures - 1))
+                if failures
+                else 0.0
+            )
+            log.error(
+                "worker died; starting it again",
+                extra={"worker": index, "pid": worker.process.pid, "exit_status": code, "restart_in_seconds": delay},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if not self._stopping.is_set():
+                self._restarts.inc()
+        return code
+
+    async def _start(self, index: int, env: dict[str, str]) -> _Worker:
         own_end, worker_end = socket.socketpair()
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -149,6 +217,7 @@ class Supervisor:
         log.info("worker started", extra={"worker": index, "pid": process.pid})
         if self._stopping.is_set():  # a signal came while it was being started: it missed the forwarding
             process.send_signal(signal.SIGTERM)
+        return worker
 
     async def _read_report(self, worker: _Worker) -> None:
         """Reads the line the worker writes once it serves: its metrics port."""
@@ -165,62 +234,22 @@ class Supervisor:
         worker.metrics_port = json.loads(received)["metrics_port"]
         worker.ready = True
 
-    async def _supervise(self, env: dict[str, str]) -> int:
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            while True:
-                exits = {worker.exited: worker for worker in self._workers.values()}
-                done, _ = await asyncio.wait([stop, *exits], return_when=asyncio.FIRST_COMPLETED)
-                if stop in done:
-                    return await self._exit_status()
-                for exited in done:
-                    worker = exits[exited]
-                    worker.link.close()
-                    code = exited.result()
-                    if code == CONFIGURATION_ERROR and not worker.ready:
-                        log.error("worker could not start: stopping", extra={"worker": worker.index})
-                        return CONFIGURATION_ERROR
-                    delay = self._restart_delay(worker)
-                    log.error(
-                        "worker died; starting it again",
-                        extra={"worker": worker.index, "pid": worker.process.pid, "exit_status": code,
-                               "restart_in_seconds": delay},
-                    )
-                    try:
-                        await asyncio.wait_for(asyncio.shield(stop), delay)
-                        return await self._exit_status()
-                    except TimeoutError:
-                        pass
-                    self._restarts.inc()
-                    await self._start(worker.index, env)
-        finally:
-            stop.cancel()
 
-    def _restart_delay(self, worker: _Worker) -> float:
-        """No delay after a worker that had served a while; doubling delays while it keeps dying young."""
-        if time.monotonic() - worker.started >= _STABLE_SECONDS:
-            self._failures[worker.index] = 0
-            return 0.0
-        failures = self._failures[worker.index] = self._failures.get(worker.index, 0) + 1
-        return min(_LONGEST_RESTART_DELAY_SECONDS, _FIRST_RESTART_DELAY_SECONDS * 2 ** (failures - 1))
-
-    async def _exit_status(self) -> int:
-        """0 when every worker stopped cleanly after the signal."""
-        codes = [await worker.exited for worker in self._workers.values()]
-        failed = [code for code in codes if code != 0]
-        if failed:
-            log.error("workers did not stop cleanly", extra={"exit_statuses": codes})
-        log.info("stopped")
-        return 1 if failed else 0
-
-    async def _stop_all(self) -> None:
-        """Ends whatever still runs (on an error path: a worker that failed its start, an exception)."""
-        for worker in self._workers.values():
-            if worker.process.returncode is None:
-                worker.process.send_signal(signal.SIGTERM)
-        for worker in self._workers.values():
-            await worker.exited
-            worker.link.close()
+def _check_port_free(address: str) -> None:
+    """Fails when something already listens on ``address``. The workers bind it with SO_REUSEPORT, which
+    would let them share the port with another server of the same user (a second supervisor started by
+    mistake) instead of failing; a bind without it, tried and released here, fails instead."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds: TIME_WAIT is no owner
+            probe.bind(where)
+    except OSError:
+        raise StartupError(f"GRPC_ADDRESS: cannot bind {address} (in use, or not allowed)") from None
 
 
 class _WorkerMetrics(Collector):

@@ -146,6 +146,14 @@ def test_workers_default_to_the_usable_cpus_only_when_the_cache_can_be_shared(mo
     assert Settings.from_env({"CACHE_BACKEND": "none", "GRPC_ADDRESS": "127.0.0.1:0"}).workers == 1
 
 
+def test_default_workers_leave_each_two_connections_of_the_budget(monkeypatch):
+    monkeypatch.setattr("server.config.usable_cpu_count", lambda: 32)
+    crowded = Settings.from_env({"CACHE_BACKEND": "none"})
+    assert (crowded.workers, crowded.db_pool_max_size) == (5, 2)  # the default budget of 10
+    roomy = Settings.from_env({"CACHE_BACKEND": "none", "DB_CONNECTION_BUDGET": "200"})
+    assert (roomy.workers, roomy.db_pool_max_size) == (32, 6)
+
+
 def test_the_connection_budget_is_split_between_the_workers():
     one = Settings.from_env({"CACHE_BACKEND": "none", "WORKERS": "1"})
     assert (one.db_connection_budget, one.db_pool_max_size) == (10, 10)

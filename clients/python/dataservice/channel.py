@@ -8,8 +8,12 @@ Messages may be up to 16 MiB each way, the servers' limit.
 Calls are spread over every address the target resolves to (round robin; a Kubernetes headless Service gives
 one per replica) and sent only to replicas whose health (the ``""`` name) is SERVING: a replica that is
 stopping says NOT_SERVING at once and keeps serving for its drain, so this channel has moved away before it
-stops. A call refused UNAVAILABLE (a replica stopping, a dependency down for a moment) is retried with backoff;
-every write that creates something takes a ``request_id``, so a retried create cannot create twice.
+stops. While PostgreSQL is down every replica says NOT_SERVING, and calls fail UNAVAILABLE at once in the
+channel, as they would through a Kubernetes Service whose endpoints follow the same health.
+
+Reads (Get…, BatchGet…, List…, Lookup…, Search…, Recommend…) refused UNAVAILABLE are retried with backoff.
+Writes are not: an UNAVAILABLE write may have committed before its connection broke, so only the caller knows
+whether sending it again is safe (with the same ``request_id`` a create is; an update carries its etag).
 """
 
 from __future__ import annotations
@@ -20,13 +24,37 @@ from typing import Any
 
 import grpc
 
+from dataservice.v1 import (
+    content_service_pb2,
+    embedding_service_pb2,
+    recommendation_service_pb2,
+    session_service_pb2,
+    user_service_pb2,
+)
+
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 KEEPALIVE_TIME_MS = 30_000
+SERVICES = (
+    content_service_pb2,
+    embedding_service_pb2,
+    recommendation_service_pb2,
+    session_service_pb2,
+    user_service_pb2,
+)
+# The methods that only read (AIP standard Get/BatchGet/List and the read-only custom methods): safe to repeat.
+READ_PREFIXES = ("Get", "BatchGet", "List", "Lookup", "Search", "Recommend")
+READ_METHODS = tuple(
+    (service.full_name, method.name)
+    for module in SERVICES
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+    if method.name.startswith(READ_PREFIXES)
+)
 SERVICE_CONFIG: dict[str, Any] = {
     "loadBalancingConfig": [{"round_robin": {}}],
     "healthCheckConfig": {"serviceName": ""},
     "methodConfig": [{
-        "name": [{}],  # every method of every service
+        "name": [{"service": service, "method": method} for service, method in READ_METHODS],
         "retryPolicy": {
             "maxAttempts": 5,
             "initialBackoff": "0.05s",
