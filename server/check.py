@@ -106,10 +106,14 @@ async def _describe_postgres(conn: asyncpg.Connection, settings: Settings, repor
     ):
         report.add(f"    {app['name']}: {app['n']}")
     # Behind PgBouncer the pool holds PgBouncer's connections; PgBouncer's own pool sizes bound PostgreSQL's.
-    if not settings.db_pgbouncer and settings.db_pool_max_size > row["max"] * CONNECTION_HEADROOM:
+    # Each of the WORKERS processes has a pool of its own: the replica holds all of them.
+    replica_connections = settings.workers * settings.db_pool_max_size
+    if not settings.db_pgbouncer and replica_connections > row["max"] * CONNECTION_HEADROOM:
         report.problem(
-            f"DB_POOL_MAX_SIZE ({settings.db_pool_max_size}) is over {CONNECTION_HEADROOM:.0%} of max_connections "
-            f"({row['max']}) for one replica: lower it, or raise max_connections (or put PgBouncer in front)"
+            f"one replica holds up to {replica_connections} connections (WORKERS={settings.workers} pools of "
+            f"{settings.db_pool_max_size}, within DB_CONNECTION_BUDGET={settings.db_connection_budget}), over "
+            f"{CONNECTION_HEADROOM:.0%} of max_connections ({row['max']}): lower DB_CONNECTION_BUDGET (or "
+            "DB_POOL_MAX_SIZE), or raise max_connections (or put PgBouncer in front)"
         )
     if row["read_only"]:
         report.problem("the database is read-only (a standby?): point DATABASE_URL at the primary")

@@ -26,6 +26,7 @@ from server.app import App
 from server.config import Settings
 from tests import backends
 from tests.harness import settings_for
+from tests.tcp_proxy import TcpProxy, postgres_opener
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
     """Tests run on uvloop, the loop the service runs on."""
@@ -162,6 +163,16 @@ async def cache(redis_url: str) -> AsyncIterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def proxy(postgres_admin_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy of the test's own to the PostgreSQL under test (tests/tcp_proxy.py), to break connections on
+    cue; also a TCP path where that PostgreSQL listens on a Unix socket only (the embedded one)."""
+    proxy = TcpProxy(postgres_opener(postgres_admin_url))
+    await proxy.start()
+    yield proxy
+    await proxy.close()
 
 
 @pytest.fixture

@@ -33,6 +33,20 @@ def settings_for(database_url: str, **overrides: str) -> Settings:
     return Settings.from_env(env)
 
 
+def quiet_settings_for(database_url: str, **overrides: str) -> Settings:
+    """``settings_for`` a server whose pool only the test's calls use: no cache (every read reaches PostgreSQL),
+    no background passes, and no health check after the one at start (and the one its monitor begins with)."""
+    quiet = {
+        "CACHE_BACKEND": "none",
+        "HEALTH_CHECK_INTERVAL_SECONDS": "3600",
+        "CACHE_OUTBOX_SWEEP_SECONDS": "0",
+        "SESSION_PURGE_INTERVAL_SECONDS": "0",
+        "EMBEDDING_PURGE_INTERVAL_SECONDS": "0",
+        "RECOMMENDATION_POPULARITY_REFRESH_SECONDS": "0",
+    }
+    return settings_for(database_url, **{**quiet, **overrides})
+
+
 def unique_email(tag: str = "user") -> str:
     """An email no other test uses, so tests can share one database and run in any order."""
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"

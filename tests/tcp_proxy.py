@@ -6,6 +6,11 @@ socket that is still open. The proxy can widen that moment at will (``hold_close
 sends, keep the close back until the client writes again) and can cut every connection without a word
 (``cut``), as a crash or a network failure does. It can also keep back what clients send (``hold_requests``)
 until ``release_requests``: a slow network in one direction, to stop a client's next command in flight.
+
+New connections can be kept from PostgreSQL too: refused after the client's first message (``refusing``: a
+proxy or PgBouncer whose server is failing over, closing each connection it accepts, or answering with an
+error), or left unanswered (``stall_connections`` until ``release_connections``: an address that drops
+packets, where a client's connection attempt waits until it times out).
 """
 
 from __future__ import annotations
@@ -62,6 +67,15 @@ class TcpProxy:
         self.requests_held = 0  # bytes clients sent that the proxy keeps back until release_requests()
         self._forwarding = asyncio.Event()
         self._forwarding.set()
+        self.refusing: bytes | None = None
+        """While set, each new connection is answered with these bytes (b"": nothing) after the client's first
+        message, then closed, never reaching PostgreSQL."""
+        self.refused = 0  # connections refused so far
+        self._connecting = asyncio.Event()
+        self._connecting.set()
+        self.stalled = 0  # connections kept from PostgreSQL by stall_connections(), so far
+        self._stalled: set[asyncio.StreamWriter] = set()
+        self._closed = False
         self.port = 0
 
     async def start(self) -> int:
@@ -86,10 +100,21 @@ class TcpProxy:
         self._forwarding.set()
         self.requests_held = 0
 
+    def stall_connections(self) -> None:
+        """From now on, accepts new connections but sends nothing on, and answers nothing, until
+        release_connections(): to the client, PostgreSQL does not answer its connection attempt."""
+        self._connecting.clear()
+
+    def release_connections(self) -> None:
+        """Connects the stalled connections to PostgreSQL, forwarding what their clients sent, and the next ones."""
+        self._connecting.set()
+
     def cut(self) -> None:
         """Closes every connection at once, both ways, with nothing sent first."""
         for link in list(self._links):
             link.abort()
+        for client in list(self._stalled):
+            client.transport.abort()
 
     async def wait_held(self, count: int, within: float = 10.0) -> None:
         """Waits until ``count`` closes are held back; fails after ``within`` seconds."""
@@ -98,7 +123,16 @@ class TcpProxy:
             assert time.monotonic() < give_up, f"{self.held} closes held back, expected {count}"
             await asyncio.sleep(0.01)
 
+    async def wait_stalled(self, count: int, within: float = 10.0) -> None:
+        """Waits until ``count`` connections have been stalled; fails after ``within`` seconds."""
+        give_up = time.monotonic() + within
+        while self.stalled < count:
+            assert time.monotonic() < give_up, f"{self.stalled} connections stalled, expected {count}"
+            await asyncio.sleep(0.01)
+
     async def close(self) -> None:
+        self._closed = True
+        self._connecting.set()  # the stalled connections end, unforwarded
         if self._listener is not None:
             self._listener.close()
         self.cut()
@@ -106,6 +140,19 @@ class TcpProxy:
             await self._listener.wait_closed()
 
     async def _serve(self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        if self.refusing is not None:
+            await self._refuse(client_reader, client, self.refusing)
+            return
+        if not self._connecting.is_set():
+            self.stalled += 1
+            self._stalled.add(client)
+            try:
+                await self._connecting.wait()
+            finally:
+                self._stalled.discard(client)
+            if self._closed or client.is_closing():
+                client.transport.abort()
+                return
         try:
             server_reader, server = await self._open_server()
         except OSError:
@@ -126,6 +173,19 @@ class TcpProxy:
             await asyncio.gather(*pumps, return_exceptions=True)
             client.close()  # what was written is still delivered; after ``cut`` this is a no-op
             server.close()
+
+    async def _refuse(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter, answer: bytes) -> None:
+        """Reads the client's first message (SSLRequest or StartupMessage: a length, then the rest), so that the
+        close is an orderly one the client reads as such, not a reset; answers ``answer``; closes."""
+        self.refused += 1
+        try:
+            length = int.from_bytes(await reader.readexactly(4), "big")
+            await reader.readexactly(length - 4)
+            client.write(answer)
+            await client.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        client.close()
 
     async def _to_server(self, reader: asyncio.StreamReader, link: _Link) -> None:
         """Ends when the client closes, or writes to a session PostgreSQL has ended (the held close reaches it)."""

@@ -60,8 +60,18 @@ async def test_a_healthy_deployment_checks_out_with_every_secret_masked(app, dat
     ("env", "advice"),
     [
         ({"REDIS_URL": "redis://127.0.0.1:{port}/0"}, "check REDIS_URL"),
-        ({"DB_POOL_MAX_SIZE": "5000", "DB_POOL_MIN_SIZE": "1"}, "lower it, or raise max_connections"),
+        (
+            {"DB_POOL_MAX_SIZE": "5000", "DB_POOL_MIN_SIZE": "1"},
+            "one replica holds up to 5000 connections (WORKERS=1 pools of 5000, within DB_CONNECTION_BUDGET=5000)",
+        ),
+        # 100 pools of 10 each (the default DB_POOL_MAX_SIZE, under the budget's 50 a worker): the replica's
+        # 1,000 connections are over max_connections (100 on both servers under test), though one pool is not
+        (
+            {"WORKERS": "100", "CACHE_BACKEND": "none", "DB_CONNECTION_BUDGET": "5000"},
+            "one replica holds up to 1000 connections (WORKERS=100 pools of 10, within DB_CONNECTION_BUDGET=5000)",
+        ),
     ],
+    ids=["Redis unreachable", "one pool over max_connections", "WORKERS pools together over max_connections"],
 )
 async def test_each_problem_is_said_with_what_to_do_and_fails_the_check(app, database_url, env, advice):
     env = {name: value.format(port=free_port()) for name, value in env.items()}

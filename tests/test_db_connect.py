@@ -1,7 +1,8 @@
 """Connecting to PostgreSQL, by cause: what no retry can fix (a refused password, an unknown role or database, TLS
 the server does not offer) stops the start with one plain line naming the cause and the setting, and under a
 running server is logged as an ERROR with every health status NOT_SERVING until PostgreSQL accepts the server
-again; what passes (the server down, refusing connections for a while) is retried until it serves.
+again; what passes (the server down, refusing connections for a while, a proxy in front of it closing connections
+during a failover) is retried until it serves.
 
 The server down at start and back later is tests/test_health.py's. Passwords are checked by a private PostgreSQL
 the tests switch to scram-sha-256: the shared ones trust every local client.
@@ -13,7 +14,8 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,10 +26,11 @@ from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 
 from server.app import StartupError
-from tests.backends import EmbeddedPostgres, free_port, with_database
+from tests.backends import EmbeddedPostgres, PrivatePostgres, free_port, unique_name, with_database
+from tests.certs import Authority
 from tests.grpc_errors import error_info, fails
 from tests.harness import MIGRATIONS, REPO, settings_for
-from tests.tcp_proxy import TcpProxy, postgres_opener
+from tests.tcp_proxy import TcpProxy, tcp_opener
 from tests.test_check import check
 from tests.test_health import NOT_SERVING, SERVING, wait_for_status
 
@@ -111,15 +114,6 @@ async def test_a_refused_password_stops_the_server_at_start_with_one_plain_line(
     assert "wrong-password" not in stderr
 
 
-@pytest.fixture
-async def proxy(postgres_admin_url: str) -> AsyncIterator[TcpProxy]:
-    """The PostgreSQL under test over TCP, also where it listens on a Unix socket only (the embedded one)."""
-    proxy = TcpProxy(postgres_opener(postgres_admin_url))
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
 def unknown_role(admin_url: str, proxy: TcpProxy) -> str:
     return with_user(admin_url, "no_such_role")
 
@@ -154,6 +148,21 @@ async def test_a_configuration_postgresql_refuses_stops_the_start_and_check_says
     assert code == 1 and problems[0] == f"PROBLEM: {raised.value}", output
 
 
+async def health_errors_once_logged(caplog: pytest.LogCaptureFixture, within: float = 30.0) -> list[str]:
+    """The health monitor's ERROR lines, once there is one; the test fails after ``within`` seconds without."""
+    give_up = time.monotonic() + within
+    while True:
+        errors = [
+            record.getMessage()
+            for record in caplog.records
+            if record.name == "server.health" and record.levelno == logging.ERROR
+        ]
+        if errors:
+            return errors
+        assert time.monotonic() < give_up, f"no ERROR from the health monitor within {within} s"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_password_rotated_under_a_running_server_is_an_error_not_serving_and_unavailable_until_it_is_back(
     password_postgres, start_app, caplog
 ):
@@ -170,11 +179,9 @@ async def test_a_password_rotated_under_a_running_server_is_an_error_not_serving
         assert error.code() is grpc.StatusCode.UNAVAILABLE
         assert error_info(error).reason == "BACKEND_UNAVAILABLE"
 
-        errors = [
-            record.getMessage()
-            for record in caplog.records
-            if record.name == "server.health" and record.levelno == logging.ERROR
-        ]
+        # NOT_SERVING may come first from a check that was mid-query when the sessions ended (PostgreSQL
+        # unreachable, for that check): the refusal is logged by the check after it.
+        errors = await health_errors_once_logged(caplog)
         assert errors == [
             "PostgreSQL refused the password for role 'postgres': check the password in DATABASE_URL "
             "(or DB_PASSWORD) (checking again every 0.2 s)"
@@ -200,3 +207,57 @@ async def test_a_database_refusing_connections_for_a_while_is_retried_until_the_
         await wait_for_status(app.port, SERVING)
     finally:
         await admin.close()
+
+
+@pytest.fixture(scope="module")
+def tls_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL of the module's own with TLS on (sslmode=require encrypts without verifying its certificate)."""
+    issued = Authority("postgres test CA").issue("localhost", server=True)
+    server = PrivatePostgres(
+        settings={"ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"},
+        files={"server.crt": issued.cert, "server.key": issued.key},
+    )
+    yield server
+    server.close()
+
+
+def error_response(sqlstate: str, message: str) -> bytes:
+    """A PostgreSQL ErrorResponse (FATAL), as a server answers a connection it cannot serve."""
+    fields = {b"S": "FATAL", b"V": "FATAL", b"C": sqlstate, b"M": message}
+    body = b"".join(kind + value.encode() + b"\0" for kind, value in fields.items()) + b"\0"
+    return b"E" + (4 + len(body)).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"", error_response("53000", "could not fork new process for connection: Resource temporarily unavailable")],
+    ids=["closed without a word", "an error response"],
+)
+async def test_a_tls_request_failing_in_passing_under_sslmode_require_is_retried_until_the_server_serves(
+    tls_postgres, start_app, answer
+):
+    """In front of a PostgreSQL with TLS on, a proxy that turns connections away, as PgBouncer or a cloud proxy
+    does while its server fails over: it reads the TLS request and closes the connection, or answers it with
+    an error. asyncpg raises a bare ConnectionError for either, as for a server that declines TLS; unlike that
+    refusal, no setting is wrong: the server starts NOT_SERVING, keeps trying, and serves once connections
+    reach PostgreSQL again."""
+    database = unique_name("tls_retry")
+    admin = await asyncpg.connect(tls_postgres.url, ssl=False)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    proxy = TcpProxy(tcp_opener("127.0.0.1", tls_postgres.port))
+    await proxy.start()
+    try:
+        proxy.refusing = answer
+        app = await start_app(settings_for(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}?sslmode=require"))
+        await wait_for_status(app.port, NOT_SERVING)
+        refused = proxy.refused
+        async with asyncio.timeout(30):  # backoff from 0.1 s, at most HEALTH_CHECK_INTERVAL_SECONDS (0.2 s)
+            while proxy.refused == refused:
+                await asyncio.sleep(0.02)
+        proxy.refusing = None
+        await wait_for_status(app.port, SERVING)
+    finally:
+        await proxy.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -27,15 +26,7 @@ from server.errors import ERROR_DOMAIN
 from tests.conftest import AppFactory, DatabaseFactory
 from tests.grpc_errors import status_of
 from tests.harness import settings_for, unique_email
-from tests.tcp_proxy import TcpProxy, postgres_opener
-
-
-@pytest.fixture
-async def proxy(postgres_admin_url: str) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(postgres_opener(postgres_admin_url))
-    await proxy.start()
-    yield proxy
-    await proxy.close()
+from tests.tcp_proxy import TcpProxy
 
 
 async def start_behind(

@@ -1,14 +1,18 @@
 """An exhausted connection pool over the wire: a call that cannot get a connection is answered RESOURCE_EXHAUSTED
-(DB_POOL_EXHAUSTED, with RetryInfo) after DB_POOL_ACQUIRE_TIMEOUT_SECONDS, not held until its deadline.
+(DB_POOL_EXHAUSTED, with RetryInfo) after DB_POOL_ACQUIRE_TIMEOUT_SECONDS, not held until its deadline; a call
+whose deadline comes first is answered DEADLINE_EXCEEDED; and while the connection it waited for is still
+connecting to a PostgreSQL that does not answer, UNAVAILABLE: the database is away, not the replica busy.
 
 The pool's only connection is kept busy for real: a row lock taken by a connection of the test's own holds an
-UpdateUser inside PostgreSQL, on that connection, until the test lets go.
+UpdateUser inside PostgreSQL, on that connection, until the test lets go; or a call connecting through a proxy
+(tests/tcp_proxy.py) that leaves connection attempts unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -21,26 +25,14 @@ from google.rpc import error_details_pb2
 from server.config import Settings
 from server.errors import ERROR_DOMAIN
 from tests.grpc_errors import error_info, fails, status_of
-from tests.harness import settings_for, unique_email
+from tests.harness import quiet_settings_for, unique_email
 
 CALLER_DEADLINE_SECONDS = 10.0
 
 
 def one_connection_settings(database_url: str, **overrides: str) -> Settings:
-    """A server whose pool holds one connection, which only the test's calls take: no cache (every read goes
-    to PostgreSQL), no background passes, and no health checks after the first."""
-    return settings_for(
-        database_url,
-        DB_POOL_MAX_SIZE="1",
-        DB_POOL_MIN_SIZE="1",
-        CACHE_BACKEND="none",
-        HEALTH_CHECK_INTERVAL_SECONDS="3600",
-        CACHE_OUTBOX_SWEEP_SECONDS="0",
-        SESSION_PURGE_INTERVAL_SECONDS="0",
-        EMBEDDING_PURGE_INTERVAL_SECONDS="0",
-        RECOMMENDATION_POPULARITY_REFRESH_SECONDS="0",
-        **overrides,
-    )
+    """A server whose pool holds one connection, which only the test's calls take (harness.quiet_settings_for)."""
+    return quiet_settings_for(database_url, **{"DB_POOL_MAX_SIZE": "1", "DB_POOL_MIN_SIZE": "1", **overrides})
 
 
 async def wait_for_lock_waiter(conn: asyncpg.Connection, database: str, within: float = 30.0) -> None:
@@ -103,3 +95,65 @@ async def test_a_call_finding_every_connection_busy_is_resource_exhausted_with_r
 
         assert (await update).user.display_name == "Grace"
         assert (await users.GetUser(pb.GetUserRequest(id=user.id), timeout=10)).user.display_name == "Grace"
+
+
+async def test_a_call_whose_deadline_ends_before_the_wait_for_a_connection_is_deadline_exceeded(
+    new_database, start_app
+):
+    """The call's deadline (1 s: DB_COMMAND_TIMEOUT_SECONDS, the deadline of every call whose caller allows more)
+    ends before DB_POOL_ACQUIRE_TIMEOUT_SECONDS: the truth is DEADLINE_EXCEEDED, said by the server (its
+    ErrorInfo), long before the caller's own deadline would have ended the call on the client's side. The only
+    connection is held by the test itself for the whole call: a call of the server's would end with its own
+    deadline first."""
+    app = await start_app(one_connection_settings(
+        await new_database(), DB_COMMAND_TIMEOUT_SECONDS="1", DB_POOL_ACQUIRE_TIMEOUT_SECONDS="5"
+    ))
+    held = await app.pool.acquire()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            users = user_service_pb2_grpc.UserServiceStub(channel)
+            error = await fails(
+                users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4())), timeout=CALLER_DEADLINE_SECONDS)
+            )
+    finally:
+        await app.pool.release(held)
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED, (error.code(), error.details())
+    assert (error_info(error).reason, error_info(error).domain) == ("DEADLINE_EXCEEDED", ERROR_DOMAIN)
+    assert app.metrics_registry.get_sample_value("dataservice_db_pool_exhausted_total") == 0
+
+
+async def test_a_call_waiting_while_the_only_connection_is_still_connecting_is_unavailable_not_resource_exhausted(
+    proxy, new_database, start_app
+):
+    """PostgreSQL's address drops packets: the call that took the pool's only slot waits connecting (up to
+    DB_CONNECT_TIMEOUT_SECONDS), and the next call, finding no slot free for DB_POOL_ACQUIRE_TIMEOUT_SECONDS,
+    is told the database does not answer (UNAVAILABLE, which callers retry later or elsewhere), not that the
+    replica is busy. Once PostgreSQL answers, both connect and serve."""
+    app = await start_app(one_connection_settings(
+        proxy.url(await new_database()),
+        # The pooled connection closes once idle, after the health monitor's first checks (which keep it busy),
+        # so that the next call must connect; connecting and the first call's deadline outlast the test.
+        DB_POOL_MAX_IDLE_SECONDS="0.5",
+        DB_CONNECT_TIMEOUT_SECONDS="60",
+        DB_COMMAND_TIMEOUT_SECONDS="60",
+    ))
+    async with asyncio.timeout(30):
+        while app.pool.get_size():
+            await asyncio.sleep(0.02)
+    proxy.stall_connections()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        first = asyncio.ensure_future(users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4())), timeout=60))
+        await proxy.wait_stalled(1)  # the first call holds the only slot, connecting
+
+        error = await fails(users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4())), timeout=CALLER_DEADLINE_SECONDS))
+        assert error.code() is grpc.StatusCode.UNAVAILABLE, (error.code(), error.details())
+        assert error_info(error).reason == "BACKEND_UNAVAILABLE"
+        assert 0 < retry_delay_seconds(error) < CALLER_DEADLINE_SECONDS
+        assert app.metrics_registry.get_sample_value("dataservice_db_pool_exhausted_total") == 0
+        assert not first.done(), "the first call is still connecting"
+
+        proxy.release_connections()
+        assert (await fails(first)).code() is grpc.StatusCode.NOT_FOUND
+        error = await fails(users.GetUser(pb.GetUserRequest(id=str(uuid.uuid4())), timeout=CALLER_DEADLINE_SECONDS))
+        assert error.code() is grpc.StatusCode.NOT_FOUND, (error.code(), error.details())

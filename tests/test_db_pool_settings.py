@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -20,28 +19,7 @@ from dataservice.v1 import user_service_pb2_grpc
 from server.config import ConfigError, Settings
 from tests.backends import unique_name
 from tests.grpc_errors import fails
-from tests.harness import settings_for
-from tests.tcp_proxy import TcpProxy, postgres_opener
-
-# Only the calls of the test use the pool: no health checks after the first, no background passes, no cache.
-QUIET = {
-    "HEALTH_CHECK_INTERVAL_SECONDS": "3600",
-    "CACHE_BACKEND": "none",
-    "CACHE_OUTBOX_SWEEP_SECONDS": "0",
-    "SESSION_PURGE_INTERVAL_SECONDS": "0",
-    "EMBEDDING_PURGE_INTERVAL_SECONDS": "0",
-    "RECOMMENDATION_POPULARITY_REFRESH_SECONDS": "0",
-}
-
-
-@pytest.fixture
-async def proxy(postgres_admin_url: str) -> AsyncIterator[TcpProxy]:
-    """A TCP path to the PostgreSQL under test (the embedded one listens on a Unix socket only)."""
-    proxy = TcpProxy(postgres_opener(postgres_admin_url))
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
+from tests.harness import quiet_settings_for
 
 async def backends_of(admin_url: str, application_name: str) -> set[int]:
     """The PostgreSQL backends serving connections that call themselves ``application_name``."""
@@ -83,9 +61,9 @@ async def test_connections_carry_db_application_name_and_are_replaced_after_db_p
     new_database, start_app, postgres_admin_url
 ):
     name = unique_name("pool_recycling")
-    app = await start_app(settings_for(
+    app = await start_app(quiet_settings_for(
         await new_database(), DB_APPLICATION_NAME=name, DB_POOL_MAX_QUERIES="10", DB_POOL_MAX_SIZE="1",
-        DB_POOL_MIN_SIZE="1", **QUIET,
+        DB_POOL_MIN_SIZE="1",
     ))
     seen: set[int] = set()
     for _ in range(40):  # one connection at a time, each replaced after 10 queries, its setup's included
@@ -96,8 +74,8 @@ async def test_connections_carry_db_application_name_and_are_replaced_after_db_p
 
 async def test_an_idle_connection_closes_after_db_pool_max_idle_seconds(new_database, start_app, postgres_admin_url):
     name = unique_name("pool_idle")
-    app = await start_app(settings_for(
-        await new_database(), DB_APPLICATION_NAME=name, DB_POOL_MAX_IDLE_SECONDS="0.2", DB_POOL_MIN_SIZE="2", **QUIET
+    app = await start_app(quiet_settings_for(
+        await new_database(), DB_APPLICATION_NAME=name, DB_POOL_MAX_IDLE_SECONDS="0.2", DB_POOL_MIN_SIZE="2"
     ))
     await get_nobody(app.port)
     async with asyncio.timeout(30):  # the default, 300 s, would keep them open well past this
@@ -109,8 +87,8 @@ async def test_an_idle_connection_closes_after_db_pool_max_idle_seconds(new_data
 async def test_pooled_tcp_connections_probe_a_silent_peer_after_db_tcp_keepalive_seconds(
     proxy, new_database, start_app, keepalive
 ):
-    app = await start_app(settings_for(
-        proxy.url(await new_database()), DB_TCP_KEEPALIVE_SECONDS=str(keepalive), DB_POOL_MIN_SIZE="3", **QUIET
+    app = await start_app(quiet_settings_for(
+        proxy.url(await new_database()), DB_TCP_KEEPALIVE_SECONDS=str(keepalive), DB_POOL_MIN_SIZE="3"
     ))
     await get_nobody(app.port)
     async with asyncio.timeout(10):

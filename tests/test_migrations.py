@@ -113,6 +113,75 @@ async def test_two_concurrent_runners_apply_each_migration_once(new_database, sc
     assert await recorded(url) == [(1, "alpha"), (2, "beta"), (3, "gamma")]
 
 
+async def lock_waiters(conn: asyncpg.Connection, count: int) -> None:
+    """Returns once ``count`` sessions of this database wait for an advisory lock."""
+    async with asyncio.timeout(10):
+        while await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ) < count:
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("start", "first", "second", "outcome", "final"),
+    [
+        # the first applies 0002, the second reverts it: the first would apply it again, forever
+        pytest.param(1, None, 1, (migrate.MigrationError, [2]), 1, id="up-then-to-1"),
+        # the first reverts 0003, the second applies it again
+        pytest.param(3, 1, None, (migrate.MigrationError, [3]), 3, id="to-1-then-up"),
+        # both revert (0003, then 0002), until the first reverts 0001, which the second wants applied
+        pytest.param(3, 0, 1, ([3, 1], migrate.MigrationError), 0, id="to-0-then-to-1"),
+        # the replicas' case: each applies what the other left pending, and both succeed
+        pytest.param(0, None, None, ([1, 3], [2]), 3, id="up-then-up"),
+    ],
+)
+async def test_runners_with_other_targets_stop_instead_of_undoing_each_other(
+    new_database, tmp_path, start, first, second, outcome, final
+):
+    """Two runners take turns on the lock, step by step; one whose previous step another undid stops with an error
+    (up() also goes on over migrations another runner applied). Before, each undid the other's step forever.
+
+    The turns are made certain: the test holds the lock until the first runner, then the second, wait for it.
+    Each migration creates one table, which runners can create and drop forever (unlike a column: dropped ones
+    count towards the 1600 a table may have).
+    """
+    names = {1: "alpha", 2: "beta", 3: "gamma"}
+    for version, name in names.items():
+        write_migration(tmp_path, version, name, f"CREATE TABLE {name} (id int);", f"DROP TABLE {name};")
+    url = await new_database()
+    migrations = migrate.load_migrations(tmp_path)
+    await migrate.Migrator(url, migrations).to(start)
+
+    async def run(target: int | None) -> list[int]:
+        migrator = migrate.Migrator(url, migrations)
+        return [m.version for m in await (migrator.up() if target is None else migrator.to(target))]
+
+    holder = await asyncpg.connect(url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", migrate.LOCK_KEY)
+        runners = [asyncio.create_task(run(first))]
+        await lock_waiters(holder, 1)
+        runners.append(asyncio.create_task(run(second)))
+        await lock_waiters(holder, 2)
+        await holder.execute("SELECT pg_advisory_unlock($1)", migrate.LOCK_KEY)
+        try:
+            # a guard against the runners undoing each other forever, not a timing assertion
+            results = await asyncio.wait_for(asyncio.gather(*runners, return_exceptions=True), 30)
+        except TimeoutError:
+            pytest.fail("the two runners were still undoing each other's migrations after 30 s")
+    finally:
+        await holder.close()
+    failures = [result for result in results if isinstance(result, BaseException)]
+    for failure in failures:
+        assert isinstance(failure, migrate.MigrationError), failure
+        assert "another migration runner moved the schema" in str(failure) and "run again" in str(failure)
+    assert [type(result) if isinstance(result, BaseException) else result for result in results] == list(outcome)
+    applied = [version for version, _ in await recorded(url)]
+    assert applied == list(range(1, final + 1))
+    assert await tables(url) == {"schema_migrations", *(names[version] for version in applied)}, "records match tables"
+
+
 async def test_a_failing_migration_rolls_back_and_names_file_line_and_column(new_database, tmp_path):
     write_migration(tmp_path, 1, "good", "CREATE TABLE good (id int);", "DROP TABLE good;")
     write_migration(tmp_path, 2, "bad", "CREATE TABLE half (id int);\nSELECT nonsense FROM;", "SELECT 1;")

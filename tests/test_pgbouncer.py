@@ -36,7 +36,7 @@ from server.config import ConfigError, Settings
 from server.db import migrate
 from tests.backends import PgBouncer, with_database
 from tests.grpc_errors import fails
-from tests.harness import MIGRATIONS, settings_for, unique_email, write_migration
+from tests.harness import MIGRATIONS, quiet_settings_for, settings_for, unique_email, write_migration
 from tests.test_check import check
 from tests.test_migrations import recorded
 
@@ -201,11 +201,7 @@ async def test_a_statement_prepared_on_one_server_connection_is_not_reused_on_an
     """One pooled connection, two server connections: the test holds each in turn in a transaction of its own,
     so that the service's first call runs on one and its second on the other."""
     bouncer = await behind_pgbouncer(2)
-    app = await start_app(settings_for(
-        bouncer.url, CACHE_BACKEND="none", DB_POOL_MAX_SIZE="1", DB_POOL_MIN_SIZE="1",
-        HEALTH_CHECK_INTERVAL_SECONDS="3600", CACHE_OUTBOX_SWEEP_SECONDS="0", SESSION_PURGE_INTERVAL_SECONDS="0",
-        EMBEDDING_PURGE_INTERVAL_SECONDS="0", RECOMMENDATION_POPULARITY_REFRESH_SECONDS="0", **env,
-    ))
+    app = await start_app(quiet_settings_for(bouncer.url, DB_POOL_MAX_SIZE="1", DB_POOL_MIN_SIZE="1", **env))
     first, second = [await asyncpg.connect(bouncer.url, statement_cache_size=0) for _ in range(2)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         users = user_service_pb2_grpc.UserServiceStub(channel)

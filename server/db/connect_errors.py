@@ -11,21 +11,28 @@ Each is said in one line naming the cause and the setting to fix; retrying them 
 a wrong deployment behind what looks like an outage, and fill PostgreSQL's log with failed logins.
 
 asyncpg tells these apart by exception class but for one case: a server that declines TLS makes it raise a
-bare ConnectionError (whose subclasses are the network failures). Under an sslmode that demands TLS, that is
-taken as the refusal it nearly always is; the rare server that closes the connection or reports an error
-during the TLS request itself reads the same.
+bare ConnectionError (whose subclasses are the network failures), and so do passing failures of the TLS
+request: a peer that closes the connection before answering it (a proxy or PgBouncer accepting during a
+failover: "unexpected connection_lost() call"), or one that answers it with an error (a PostgreSQL that could
+not start a backend for it: "server sent an error response during SSL exchange"). Only asyncpg's own words for the
+refusal, "rejected SSL upgrade", under an sslmode that demands TLS, are taken as the configuration problem;
+every other bare ConnectionError is retried.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-# An sslmode under which asyncpg gives up rather than connect without TLS.
-_TLS_REQUIRED = ("require", "verify-ca", "verify-full")
+from server.config import TLS_REQUIRED
+
+# asyncpg's ConnectionError when the server answers the TLS request with "no" (asyncpg/connect_utils.py,
+# TLSUpgradeProto): 'PostgreSQL server at "host:port" rejected SSL upgrade'.
+_TLS_REJECTED = re.compile(r'PostgreSQL server at ".*" rejected SSL upgrade', re.DOTALL)
 # TLS failures that are a broken connection, not a TLS setting: retried like other network failures.
 _TLS_INTERRUPTED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
@@ -95,7 +102,7 @@ def configuration_problem(exc: BaseException, dsn: str) -> str | None:
     for kind, explain in _REFUSALS:
         if isinstance(exc, kind):
             return _without_password(explain(target, exc), target)
-    if type(exc) is ConnectionError and target.sslmode in _TLS_REQUIRED:
+    if type(exc) is ConnectionError and target.sslmode in TLS_REQUIRED and _TLS_REJECTED.fullmatch(str(exc)):
         return _without_password(
             f"PostgreSQL does not accept TLS, which sslmode={target.sslmode} requires ({exc}): turn ssl on in "
             "PostgreSQL, or set sslmode=prefer (or disable) in DATABASE_URL (or DB_SSLMODE)",

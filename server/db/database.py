@@ -2,7 +2,10 @@
 
 A call that finds every pooled connection busy waits for one at most DB_POOL_ACQUIRE_TIMEOUT_SECONDS (or until
 its deadline, when that is sooner), then fails RESOURCE_EXHAUSTED (DB_POOL_EXHAUSTED): an overloaded replica
-says so while the caller still has time to go elsewhere, instead of holding it until its deadline.
+says so while the caller still has time to go elsewhere, instead of holding it until its deadline. When some
+of the connections it waited for were still being opened, the wait says nothing of load but that PostgreSQL
+does not answer (down, or its address dropping packets, each connection attempt waiting
+DB_CONNECT_TIMEOUT_SECONDS): the call fails UNAVAILABLE, as one that tried to connect itself would.
 
 A statement whose connection was lost (PostgreSQL stopped, crashed or ended the session) fails UNAVAILABLE,
 never INTERNAL; the connection is discarded, and a statement the store marks as an idempotent read runs once
@@ -22,7 +25,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from server import deadline
-from server.errors import ConnectionLost, PoolExhausted
+from server.errors import ConnectionLost, PoolExhausted, Unavailable
 from server.metrics import QueryMetrics
 
 # Failures of a statement that end its connection's session: PostgreSQL ended it (class 08, or 57P01 shutdown,
@@ -229,14 +232,27 @@ class Database:
 
     def _timeout_error(self, budget: asyncio.Timeout, full_budget: float | None) -> Exception:
         """Why ``budget`` ran out: no connection came free in time (``full_budget`` is set only while the wait for
-        one is bounded, RESOURCE_EXHAUSTED), the caller's budget ran out (DEADLINE_EXCEEDED), or asyncpg timed
-        out connecting (UNAVAILABLE)."""
+        one is bounded, RESOURCE_EXHAUSTED, or UNAVAILABLE when a connection it waited for was still connecting),
+        the caller's budget ran out (DEADLINE_EXCEEDED), or asyncpg timed out connecting (UNAVAILABLE)."""
         if not budget.expired():
             return TimeoutError("timed out connecting to PostgreSQL")
         if full_budget is not None:
+            if self._connecting():
+                return Unavailable(
+                    "PostgreSQL is not answering: this replica's database connections are still connecting; "
+                    "retry with backoff"
+                )
             self._metrics.pool_exhausted += 1
             return PoolExhausted(self._acquire_timeout)
         return deadline.DeadlineExpired()
+
+    def _connecting(self) -> bool:
+        """Whether a slot of the pool is lent out with no connection yet: taken from the queue of free slots by
+        an acquire that is still opening (or setting up) its connection. Only a failed wait asks, so the walk
+        over every slot costs nothing on the way of a call that gets a connection. asyncpg has no public view
+        of this: its slots (PoolConnectionHolder) are read, ``_con`` None until the connection is made."""
+        free = self._free._queue  # the slots in the queue: idle, or room to open a connection
+        return any(holder._con is None and holder not in free for holder in self._pool._holders)
 
     async def _after_loss(
         self,

@@ -4,8 +4,10 @@ Files are ``migrations/NNNN_name.up.sql`` with a matching ``.down.sql``. ``schem
 applied version with its name, the SHA-256 of its up file and when it was applied. Each migration's transaction
 first takes a transaction-level advisory lock and then reads what is applied, so replicas that start together
 apply each migration exactly once; holding no session state, the runner works through PgBouncer in
-transaction pooling mode too. An applied migration whose file has since changed is refused: the database no
-longer matches what the file says.
+transaction pooling mode too. Another runner may take the lock between two steps of a run: a run that then finds
+a migration moved away from its own target stops with an error, since undoing that move would have the two
+runners undo each other's steps for as long as both run. An applied migration whose file has since changed is
+refused: the database no longer matches what the file says.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -152,21 +155,30 @@ class Migrator:
         return await self.to(latest_version(self._migrations))
 
     async def down(self) -> list[Migration]:
-        """Reverts the latest applied migration, if any."""
+        """Reverts the latest applied migration, if any. One step, so no other runner can move the schema in the
+        middle of it."""
         async with self._connection() as conn:
-            migration = await self._step(conn, lambda applied: self._by_version[max(applied)] if applied else None)
+            migration, _ = await self._step(conn, lambda applied: self._by_version[max(applied)] if applied else None)
         return [] if migration is None else [migration]
 
     async def to(self, version: int) -> list[Migration]:
         """Applies or reverts migrations until ``version`` is the latest applied one (0 reverts all); returns
-        those this call moved (another runner may move some of the others meanwhile)."""
+        those this call moved (another runner may move some of the others meanwhile).
+
+        Raises MigrationError when another runner moved a migration away from ``version`` between two steps of
+        this call (``_towards``): undoing that move would have that runner undo this call's in turn, and so on
+        for as long as both run.
+        """
         if version != 0 and version not in self._by_version:
             raise MigrationError(f"no migration with version {version}")
         changed: list[Migration] = []
+        left: set[int] | None = None  # the versions this call's previous step left applied
         async with self._connection() as conn:
-            while (migration := await self._step(conn, lambda applied: self._towards(version, applied))) is not None:
+            while True:
+                migration, left = await self._step(conn, partial(self._towards, version, left))
+                if migration is None:
+                    return changed
                 changed.append(migration)
-        return changed
 
     async def status(self) -> list[MigrationStatus]:
         """Every migration known on disk or in the database, with its state."""
@@ -212,13 +224,15 @@ class Migrator:
 
     async def _step(
         self, conn: asyncpg.Connection, choose: Callable[[set[int]], Migration | None]
-    ) -> Migration | None:
+    ) -> tuple[Migration | None, set[int]]:
         """Applies or reverts the one migration ``choose`` picks from the versions applied, in a transaction that
-        first takes the migration lock; returns it, or None when ``choose`` picks none.
+        first takes the migration lock; returns it (None when ``choose`` picks none) and the versions applied
+        once it moved.
 
         The lock is transaction-level, and what is applied is read once it is held, so runners that start
         together move each migration once, and no session state outlives the transaction: the runner works
-        through PgBouncer in transaction pooling mode as well as directly.
+        through PgBouncer in transaction pooling mode as well as directly. Another runner may take the lock
+        before this runner's next step: what this step leaves applied is what the next step expects to find.
         """
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)  # waits for another runner
@@ -227,16 +241,30 @@ class Migrator:
             applied = {record.version for record in await self._verified(conn)}
             migration = choose(applied)
             if migration is None:
-                return None
+                return None, applied
             if migration.version in applied:
                 await self._revert(conn, migration)
             else:
                 await self._apply(conn, migration)
-        return migration
+        return migration, applied ^ {migration.version}
 
-    def _towards(self, version: int, applied: set[int]) -> Migration | None:
+    def _towards(self, version: int, left: set[int] | None, applied: set[int]) -> Migration | None:
         """The next migration to move on the way to ``version``: the first pending one up to it, else the last
-        applied one beyond it."""
+        applied one beyond it.
+
+        ``left`` is what this run's previous step left applied (None before its first step). Where ``applied``
+        differs, another runner moved migrations in between. Moves towards ``version`` are taken as they are:
+        they are moves this run would have made itself, so two ``up()`` of replicas starting together both
+        succeed, each migration applied once. A move away from it is refused, as undoing it would start the two
+        runners undoing each other's steps. Every step of a run that goes on thus brings the schema closer to its
+        target, and nothing between its steps takes it further away: every run ends.
+        """
+        if left is not None and any((v in applied) != (v <= version) for v in applied ^ left):
+            now = ", ".join(f"{v:04d}" for v in sorted(applied)) or "none"
+            raise MigrationError(
+                f"another migration runner moved the schema meanwhile, away from version {version} that this one "
+                f"was moving it to (applied now: {now}); run again when it is done"
+            )
         pending = [m for m in self._migrations if m.version <= version and m.version not in applied]
         if pending:
             return pending[0]
