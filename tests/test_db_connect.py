@@ -26,12 +26,13 @@ from dataservice.v1 import user_service_pb2 as pb
 from dataservice.v1 import user_service_pb2_grpc
 
 from server.app import StartupError
-from tests.backends import EmbeddedPostgres, PrivatePostgres, free_port, unique_name, with_database
+from tests.backends import EmbeddedPostgres, PrivatePostgres, free_port, with_database
 from tests.certs import Authority
 from tests.grpc_errors import error_info, fails
 from tests.harness import MIGRATIONS, REPO, settings_for
 from tests.tcp_proxy import TcpProxy, tcp_opener
 from tests.test_check import check
+from tests.test_db_ssl import create_database_on
 from tests.test_health import NOT_SERVING, SERVING, wait_for_status
 
 PASSWORD = "right-horse-battery"
@@ -241,12 +242,7 @@ async def test_a_tls_request_failing_in_passing_under_sslmode_require_is_retried
     an error. asyncpg raises a bare ConnectionError for either, as for a server that declines TLS; unlike that
     refusal, no setting is wrong: the server starts NOT_SERVING, keeps trying, and serves once connections
     reach PostgreSQL again."""
-    database = unique_name("tls_retry")
-    admin = await asyncpg.connect(tls_postgres.url, ssl=False)
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
+    database = await create_database_on(tls_postgres)
     proxy = TcpProxy(tcp_opener("127.0.0.1", tls_postgres.port))
     await proxy.start()
     try:

@@ -59,7 +59,7 @@ def ca_file(authority: Authority, tmp_path: Path) -> str:
     return write(tmp_path, "ca.pem", authority.pem)
 
 
-async def new_database(server: PrivatePostgres) -> str:
+async def create_database_on(server: PrivatePostgres) -> str:
     name = unique_name("tls")
     conn = await asyncpg.connect(server.url, ssl=False)
     try:
@@ -73,7 +73,7 @@ async def new_database(server: PrivatePostgres) -> str:
 async def test_the_service_serves_over_verified_tls_and_all_its_connections_use_it(
     tls_postgres, ca_file, start_app, form
 ):
-    database = await new_database(tls_postgres)
+    database = await create_database_on(tls_postgres)
     if form == "DATABASE_URL":
         settings = settings_for(
             f"postgresql://postgres@localhost:{tls_postgres.port}/{database}?sslmode=verify-full&sslrootcert={ca_file}"
